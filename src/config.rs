@@ -1,0 +1,670 @@
+//! Configuration: `config.toml`, then the environment, then `validate()`.
+//!
+//! Sections mirror spec §11. Every key has a default where one is safe. Unknown keys are
+//! errors (serde `deny_unknown_fields`); `validate()` collects every problem at once, each
+//! naming the key, the value and what is allowed, so `main` can print them all and exit 2
+//! before anything connects. Strapi's own environment names (`DATABASE_URL`,
+//! `DATABASE_HOST`…, `JWT_SECRET`, `API_TOKEN_SALT`, `ADMIN_JWT_SECRET`) are accepted so a
+//! user can point walcast at Strapi's `.env`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A secret string: never printed by `Debug`, so the effective config can be logged.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether a value was given.
+    pub fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("\"<redacted>\"")
+        }
+    }
+}
+
+/// The whole configuration (spec §11).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub replication: ReplicationConfig,
+    pub server: ServerConfig,
+    pub strapi: StrapiConfig,
+    pub admin: AdminConfig,
+    pub events: EventsConfig,
+    pub content_types: Vec<ContentTypeConfig>,
+    pub security: SecurityConfig,
+    pub delivery: DeliveryConfig,
+    pub redis: RedisConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/dbname?sslmode=…`.
+    pub url: Secret,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://postgres@127.0.0.1:5432/strapi"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    pub slot: String,
+    pub publication: String,
+    pub lag_budget_bytes: u64,
+    /// How often a standby status update is sent at the latest (the server's
+    /// `wal_sender_timeout` defaults to 60 s; we stay well inside it).
+    pub status_interval_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            slot: "walcast".into(),
+            publication: "walcast".into(),
+            lag_budget_bytes: 1 << 30,
+            status_interval_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub path: String,
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:1338".into(),
+            path: "/socket.io".into(),
+            cors_origins: vec!["http://localhost:3000".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StrapiConfig {
+    pub jwt_secret: Secret,
+    pub api_token_salt: Secret,
+    pub admin_jwt_secret: Secret,
+    pub app_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub api_key: Secret,
+}
+
+/// Payload format of content events (spec §4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum PayloadFormat {
+    #[default]
+    #[serde(rename = "strapi")]
+    Strapi,
+    #[serde(rename = "plugin-io")]
+    PluginIo,
+}
+
+/// Which permission a principal needs to hear an event (spec §5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum PermissionMode {
+    #[default]
+    #[serde(rename = "read")]
+    Read,
+    #[serde(rename = "action")]
+    Action,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    pub payload: PayloadFormat,
+    pub permissions: PermissionMode,
+    pub sensitive_fields: Vec<String>,
+    pub draft_roles: Vec<String>,
+}
+
+/// Which view(s) of a D&P content type are emitted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum StatusViews {
+    #[default]
+    #[serde(rename = "published")]
+    Published,
+    #[serde(rename = "draft")]
+    Draft,
+    #[serde(rename = "both")]
+    Both,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentTypeConfig {
+    pub uid: String,
+    #[serde(default = "default_actions")]
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub populate: Option<toml::Value>,
+    #[serde(default)]
+    pub status: StatusViews,
+}
+
+/// Actions emitted when a content type lists none: the plugin's defaults.
+pub fn default_actions() -> Vec<String> {
+    vec!["create".into(), "update".into(), "delete".into()]
+}
+
+/// Every action walcast can emit for a content type.
+pub const KNOWN_ACTIONS: &[&str] = &["create", "update", "delete", "publish", "unpublish"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    pub require_authentication: bool,
+    pub max_connections: usize,
+    pub rate_limit: RateLimitConfig,
+    pub ip_allow: Vec<String>,
+    pub ip_deny: Vec<String>,
+    pub trust_proxy: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            require_authentication: false,
+            max_connections: 100_000,
+            rate_limit: RateLimitConfig::default(),
+            ip_allow: Vec::new(),
+            ip_deny: Vec::new(),
+            trust_proxy: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub max_events_per_second: u32,
+    pub max_connections_per_ip: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            max_events_per_second: 10,
+            max_connections_per_ip: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    pub replay_max_events: usize,
+    pub replay_max_age_secs: u64,
+    pub replay_dir: PathBuf,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            replay_max_events: 100_000,
+            replay_max_age_secs: 300,
+            replay_dir: PathBuf::from("./.walcast/replay"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    pub url: Option<String>,
+}
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("config file {path}: {reason}")]
+    Syntax { path: PathBuf, reason: String },
+    #[error("invalid value for `{key}`: {value:?}; allowed: {allowed}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        allowed: String,
+    },
+}
+
+/// Environment variables read by walcast, in the order they are applied.
+pub const ENVIRONMENT_KEYS: &[&str] = &[
+    "DATABASE_URL",
+    "DATABASE_HOST",
+    "DATABASE_PORT",
+    "DATABASE_NAME",
+    "DATABASE_USERNAME",
+    "DATABASE_PASSWORD",
+    "DATABASE_SSL",
+    "WALCAST_SLOT",
+    "WALCAST_PUBLICATION",
+    "WALCAST_LISTEN",
+    "JWT_SECRET",
+    "API_TOKEN_SALT",
+    "ADMIN_JWT_SECRET",
+    "WALCAST_ADMIN_API_KEY",
+    "WALCAST_REPLAY_DIR",
+    "WALCAST_REDIS_URL",
+];
+
+impl Config {
+    /// Loads `path` (if given), overlays the process environment and validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, Vec<ConfigError>> {
+        let env: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| ENVIRONMENT_KEYS.contains(&k.as_str()))
+            .collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    vec![ConfigError::Unreadable {
+                        path: path.to_owned(),
+                        reason: e.to_string(),
+                    }]
+                })?;
+                Self::from_toml(&text).map_err(|reason| {
+                    vec![ConfigError::Syntax {
+                        path: path.to_owned(),
+                        reason,
+                    }]
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; unknown keys are errors whose message names the key and the
+    /// keys that are allowed there.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// Overlays environment variables: `DATABASE_URL` wins over Strapi's split
+    /// `DATABASE_HOST`… names, which win over the file.
+    pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), Vec<ConfigError>> {
+        let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        if let Some(url) = get("DATABASE_URL") {
+            self.database.url = Secret::new(url);
+        } else if [
+            "DATABASE_HOST",
+            "DATABASE_PORT",
+            "DATABASE_NAME",
+            "DATABASE_USERNAME",
+        ]
+        .iter()
+        .any(|k| get(k).is_some())
+        {
+            let base: tokio_postgres::Config = self
+                .database
+                .url
+                .expose()
+                .parse()
+                .unwrap_or_else(|_| tokio_postgres::Config::new());
+            let host = get("DATABASE_HOST").unwrap_or_else(|| first_host(&base));
+            let port = get("DATABASE_PORT").unwrap_or_else(|| {
+                base.get_ports()
+                    .first()
+                    .copied()
+                    .unwrap_or(5432)
+                    .to_string()
+            });
+            let name = get("DATABASE_NAME")
+                .unwrap_or_else(|| base.get_dbname().unwrap_or("strapi").to_owned());
+            let user = get("DATABASE_USERNAME")
+                .unwrap_or_else(|| base.get_user().unwrap_or("postgres").to_owned());
+            let password = get("DATABASE_PASSWORD");
+            let ssl = match get("DATABASE_SSL").as_deref() {
+                None | Some("false") | Some("0") => "prefer",
+                Some("true") | Some("1") => "require",
+                Some(other) => {
+                    return Err(vec![ConfigError::InvalidValue {
+                        key: "DATABASE_SSL".into(),
+                        value: other.into(),
+                        allowed: "true or false".into(),
+                    }]);
+                }
+            };
+            let auth = match password {
+                Some(p) => format!("{}:{}", encode_userinfo(&user), encode_userinfo(&p)),
+                None => encode_userinfo(&user),
+            };
+            self.database.url = Secret::new(format!(
+                "postgres://{auth}@{host}:{port}/{name}?sslmode={ssl}"
+            ));
+        }
+        if let Some(v) = get("WALCAST_SLOT") {
+            self.replication.slot = v;
+        }
+        if let Some(v) = get("WALCAST_PUBLICATION") {
+            self.replication.publication = v;
+        }
+        if let Some(v) = get("WALCAST_LISTEN") {
+            self.server.listen = v;
+        }
+        if let Some(v) = get("JWT_SECRET") {
+            self.strapi.jwt_secret = Secret::new(v);
+        }
+        if let Some(v) = get("API_TOKEN_SALT") {
+            self.strapi.api_token_salt = Secret::new(v);
+        }
+        if let Some(v) = get("ADMIN_JWT_SECRET") {
+            self.strapi.admin_jwt_secret = Secret::new(v);
+        }
+        if let Some(v) = get("WALCAST_ADMIN_API_KEY") {
+            self.admin.api_key = Secret::new(v);
+        }
+        if let Some(v) = get("WALCAST_REPLAY_DIR") {
+            self.delivery.replay_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("WALCAST_REDIS_URL") {
+            self.redis.url = Some(v);
+        }
+        Ok(())
+    }
+
+    /// Checks every value; returns all problems at once.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut invalid = |key: &str, value: &str, allowed: &str| {
+            errors.push(ConfigError::InvalidValue {
+                key: key.into(),
+                value: value.into(),
+                allowed: allowed.into(),
+            })
+        };
+        match self.database.url.expose().parse::<tokio_postgres::Config>() {
+            Ok(pg) => {
+                if pg.get_hosts().is_empty() {
+                    invalid(
+                        "database.url",
+                        &redact_url(self.database.url.expose()),
+                        "a URL naming a host, e.g. postgres://user@127.0.0.1:5432/strapi",
+                    );
+                }
+            }
+            Err(_) => invalid(
+                "database.url",
+                &redact_url(self.database.url.expose()),
+                "a postgres:// URL, e.g. postgres://user:password@127.0.0.1:5432/strapi",
+            ),
+        }
+        for (key, value) in [
+            ("replication.slot", &self.replication.slot),
+            ("replication.publication", &self.replication.publication),
+        ] {
+            if !is_identifier(value) {
+                invalid(
+                    key,
+                    value,
+                    "a Postgres identifier: lowercase letters, digits and _, starting with a letter or _, at most 63 characters",
+                );
+            }
+        }
+        if !(1_000..=600_000).contains(&self.replication.status_interval_ms) {
+            invalid(
+                "replication.status_interval_ms",
+                &self.replication.status_interval_ms.to_string(),
+                "1000 to 600000",
+            );
+        }
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            invalid(
+                "server.listen",
+                &self.server.listen,
+                "an address with port, e.g. 127.0.0.1:1338 or [::]:1338",
+            );
+        }
+        if !self.server.path.starts_with('/') || self.server.path.len() < 2 {
+            invalid(
+                "server.path",
+                &self.server.path,
+                "an absolute path such as /socket.io",
+            );
+        }
+        for (i, ct) in self.content_types.iter().enumerate() {
+            if !is_content_type_uid(&ct.uid) {
+                invalid(
+                    &format!("content_types[{i}].uid"),
+                    &ct.uid,
+                    "a content-type UID such as api::article.article",
+                );
+            }
+            for action in &ct.actions {
+                if !KNOWN_ACTIONS.contains(&action.as_str()) {
+                    invalid(
+                        &format!("content_types[{i}].actions"),
+                        action,
+                        &KNOWN_ACTIONS.join(", "),
+                    );
+                }
+            }
+        }
+        if self.security.max_connections == 0 {
+            invalid("security.max_connections", "0", "1 or more");
+        }
+        if let Some(url) = &self.redis.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            invalid(
+                "redis.url",
+                url,
+                "redis://host:port/?protocol=resp3 (or rediss://)",
+            );
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The parsed database URL (valid after `validate`).
+    pub fn postgres(&self) -> tokio_postgres::Config {
+        self.database
+            .url
+            .expose()
+            .parse()
+            .expect("database.url was validated")
+    }
+
+    /// The listen address (valid after `validate`).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server
+            .listen
+            .parse()
+            .expect("server.listen was validated")
+    }
+}
+
+fn first_host(config: &tokio_postgres::Config) -> String {
+    match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    }
+}
+
+fn encode_userinfo(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// The URL with its password replaced, for error messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Whether `s` is a plain lowercase Postgres identifier, safe to splice into SQL.
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 63
+}
+
+fn is_content_type_uid(s: &str) -> bool {
+    let Some((namespace, rest)) = s.split_once("::") else {
+        return false;
+    };
+    matches!(namespace, "api" | "plugin" | "admin")
+        && !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_repository_example_config_parses_and_validates() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+            .expect("config.toml at the repository root");
+        let mut config = Config::from_toml(&text).expect("config.toml parses");
+        config.apply_env(&HashMap::new()).unwrap();
+        config.validate().expect("config.toml validates");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_in_the_error() {
+        let err = Config::from_toml("[replication]\nslott = \"x\"\n").unwrap_err();
+        assert!(err.contains("slott"), "{err}");
+        assert!(err.contains("slot"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_names_key_value_and_what_is_allowed() {
+        let mut config = Config::from_toml("[server]\nlisten = \"nowhere\"\n").unwrap();
+        config.replication.slot = "Bad-Slot".into();
+        let errors = config.validate().unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter().any(|t| t.contains("server.listen")
+                && t.contains("nowhere")
+                && t.contains("port")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("replication.slot") && t.contains("Bad-Slot")),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn strapi_split_database_variables_build_the_url() {
+        let mut config = Config::default();
+        config
+            .apply_env(&env(&[
+                ("DATABASE_HOST", "db.internal"),
+                ("DATABASE_PORT", "6543"),
+                ("DATABASE_NAME", "cms"),
+                ("DATABASE_USERNAME", "strapi"),
+                ("DATABASE_PASSWORD", "p@ss word"),
+            ]))
+            .unwrap();
+        config.validate().unwrap();
+        let pg = config.postgres();
+        assert_eq!(pg.get_dbname(), Some("cms"));
+        assert_eq!(pg.get_user(), Some("strapi"));
+        assert_eq!(pg.get_password(), Some(&b"p@ss word"[..]));
+        assert_eq!(pg.get_ports(), &[6543]);
+    }
+
+    #[test]
+    fn database_url_wins_and_secrets_come_from_strapi_names() {
+        let mut config = Config::default();
+        config
+            .apply_env(&env(&[
+                ("DATABASE_URL", "postgres://u@h:1/d"),
+                ("DATABASE_HOST", "ignored"),
+                ("JWT_SECRET", "s1"),
+                ("API_TOKEN_SALT", "s2"),
+                ("ADMIN_JWT_SECRET", "s3"),
+            ]))
+            .unwrap();
+        assert_eq!(config.database.url.expose(), "postgres://u@h:1/d");
+        assert_eq!(config.strapi.jwt_secret.expose(), "s1");
+        assert_eq!(config.strapi.api_token_salt.expose(), "s2");
+        assert_eq!(config.strapi.admin_jwt_secret.expose(), "s3");
+        assert!(!format!("{config:?}").contains("s1"));
+    }
+
+    #[test]
+    fn unknown_action_is_rejected() {
+        let config = Config::from_toml(
+            "[[content_types]]\nuid = \"api::tag.tag\"\nactions = [\"explode\"]\n",
+        )
+        .unwrap();
+        let errors = config.validate().unwrap_err();
+        assert!(errors[0].to_string().contains("explode"));
+        assert!(errors[0].to_string().contains("content_types[0].actions"));
+    }
+}

@@ -1,0 +1,94 @@
+//! Socket.IO: handshake, rooms, and emitting deliveries.
+//!
+//! A socket that connects without a token is the users-permissions Public role and joins
+//! `io-role-public`. Credentials walcast cannot verify yet are refused with `connect_error`,
+//! never silently downgraded to public (spec §5).
+
+use serde::Deserialize;
+use socketioxide::SocketIo;
+use socketioxide::extract::{Extension, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use tracing::{debug, warn};
+
+use crate::route::{Delivery, Principal};
+
+/// Per-socket buffer, in packets. socketioxide drops (and reports) packets beyond it; 128,
+/// its default, lost events in bursts here (rust-stack-notes pitfall 12).
+pub const SOCKET_BUFFER_PACKETS: usize = 4096;
+
+/// The handshake `auth` object, as the plugin's clients send it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HandshakeAuth {
+    pub token: Option<String>,
+    pub strategy: Option<String>,
+    pub status: Option<String>,
+}
+
+/// Why a handshake was refused; the message is what the client's `connect_error` shows.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("Invalid token.")]
+    InvalidToken,
+    #[error("Draft access denied")]
+    DraftDenied,
+    #[error("Authentication required")]
+    AuthenticationRequired,
+}
+
+/// Registers the default namespace with its auth middleware.
+pub fn register(io: &SocketIo, require_authentication: bool) {
+    let middleware = move |socket: SocketRef, TryData(auth): TryData<HandshakeAuth>| async move {
+        let auth = auth.unwrap_or_default();
+        match authenticate(&auth, require_authentication) {
+            Ok(principal) => {
+                socket.extensions.insert(principal);
+                Ok(())
+            }
+            Err(e) => {
+                crate::metrics::HANDSHAKE_REJECTIONS.inc();
+                debug!(error = %e, "handshake refused");
+                Err(e)
+            }
+        }
+    };
+    io.ns("/", on_connect.with(middleware));
+}
+
+async fn on_connect(socket: SocketRef, Extension(principal): Extension<Principal>) {
+    crate::metrics::CONNECTIONS.inc();
+    socket.join(principal.room());
+    debug!(sid = %socket.id, room = %principal.room(), "socket connected");
+    socket.on_disconnect(async || crate::metrics::CONNECTIONS.dec());
+}
+
+fn authenticate(
+    auth: &HandshakeAuth,
+    require_authentication: bool,
+) -> Result<Principal, HandshakeError> {
+    if auth.status.as_deref() == Some("draft") {
+        return Err(HandshakeError::DraftDenied);
+    }
+    match auth.token.as_deref() {
+        None | Some("") if require_authentication => Err(HandshakeError::AuthenticationRequired),
+        None | Some("") => Ok(Principal::Public),
+        Some(_) => Err(HandshakeError::InvalidToken),
+    }
+}
+
+/// Emits one delivery to its rooms; counts what socket.io could not deliver.
+pub async fn emit(io: &SocketIo, delivery: &Delivery) {
+    let offset = delivery.offset.to_string();
+    let args = (&*delivery.payload, offset.as_str());
+    match io
+        .to(delivery.rooms.clone())
+        .emit(&delivery.event_name, &args)
+        .await
+    {
+        Ok(()) => crate::metrics::DELIVERIES.inc(),
+        Err(e) => {
+            crate::metrics::EMIT_ERRORS.inc();
+            warn!(event = %delivery.event_name, error = %e, "emit failed for some sockets");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! walcast: real-time Socket.IO events for Strapi v5, straight from Postgres's WAL.
+//!
+//! ```text
+//! Postgres WAL ──► replication ──► assemble ──► route ──► gateway ──► socket.io clients
+//!  (pgoutput)      (LSN, feedback,  (rows of one  (rooms,     (Socket.IO + HTTP)
+//!                   resume)          commit →      permissions,
+//!                                    documents)    payloads)
+//!                         strapi: read-only model of the app, consulted by every stage
+//! ```
+//!
+//! - [`replication`]: walsender bytes → ordered replication events; owns the slot position.
+//! - [`strapi`]: content types, table roles and naming rules, discovered from the database.
+//! - [`assemble`]: committed transactions → document events (spec §3).
+//! - [`route`]: who receives each event and what they see (spec §4–5).
+//! - [`gateway`]: the Socket.IO and HTTP listener.
+//! - [`service`]: wires the stages; [`config`]: configuration; [`metrics`]: Prometheus.
+
+pub mod assemble;
+pub mod config;
+pub mod demo;
+pub mod gateway;
+pub mod metrics;
+pub mod replication;
+pub mod route;
+pub mod service;
+pub mod strapi;
+
+pub use service::run;

@@ -1,0 +1,171 @@
+//! Setup of what replication needs: the publication and the slot, from `migrations/`.
+//!
+//! Idempotent: each step checks the current state first and reports what it changed, so
+//! `walcast setup` can run on every deploy. Runs on an ordinary (tokio-postgres) connection.
+
+use tokio_postgres::Client;
+
+/// The SQL templates `walcast setup` applies, in order.
+pub const CREATE_PUBLICATION: &str = include_str!("../../migrations/0001_create_publication.sql");
+pub const SET_PUBLICATION_TABLES: &str =
+    include_str!("../../migrations/0002_publication_tables.sql");
+pub const CREATE_SLOT: &str = include_str!("../../migrations/0003_create_slot.sql");
+
+/// Why setup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{step}")]
+    Sql {
+        step: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("no table to publish: is this Strapi's database? (none of the watched tables exist)")]
+    NothingToPublish,
+}
+
+fn sql_error(step: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SetupError {
+    let step = step.into();
+    move |source| SetupError::Sql { step, source }
+}
+
+/// Quotes an identifier for SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Fills a migration template (placeholders `{publication}`, `{tables}`, `{slot}`).
+fn render(template: &str, publication: &str, tables: &[String], slot: &str) -> String {
+    let tables = tables
+        .iter()
+        .map(|t| format!("public.{}", quote_ident(t)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    template
+        .replace("{publication}", &quote_ident(publication))
+        .replace("{tables}", &tables)
+        .replace("{slot}", &slot.replace('\'', "''"))
+}
+
+/// Of `wanted`, the tables that exist in the `public` schema, sorted.
+pub async fn existing_tables(client: &Client, wanted: &[&str]) -> Result<Vec<String>, SetupError> {
+    let wanted: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
+    let rows = client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY($1) ORDER BY 1",
+            &[&wanted],
+        )
+        .await
+        .map_err(sql_error("listing tables"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The tables a publication currently covers, sorted.
+pub async fn publication_tables(
+    client: &Client,
+    publication: &str,
+) -> Result<Option<Vec<String>>, SetupError> {
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(sql_error("reading pg_publication"))?
+        .is_some();
+    if !exists {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT tablename::text FROM pg_publication_tables WHERE pubname = $1 AND schemaname = 'public' ORDER BY 1",
+            &[&publication],
+        )
+        .await
+        .map_err(sql_error("reading pg_publication_tables"))?;
+    Ok(Some(rows.iter().map(|r| r.get(0)).collect()))
+}
+
+/// Creates the publication, or aligns its table list. Returns what it did.
+pub async fn ensure_publication(
+    client: &Client,
+    publication: &str,
+    tables: &[String],
+) -> Result<Option<String>, SetupError> {
+    if tables.is_empty() {
+        return Err(SetupError::NothingToPublish);
+    }
+    match publication_tables(client, publication).await? {
+        None => {
+            let sql = render(CREATE_PUBLICATION, publication, tables, "");
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(sql_error(format!("creating publication {publication}")))?;
+            Ok(Some(format!(
+                "created publication {publication} over {} tables",
+                tables.len()
+            )))
+        }
+        Some(current) if current == tables => Ok(None),
+        Some(current) => {
+            let sql = render(SET_PUBLICATION_TABLES, publication, tables, "");
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(sql_error(format!("updating publication {publication}")))?;
+            let added: Vec<&String> = tables.iter().filter(|t| !current.contains(t)).collect();
+            let removed: Vec<&String> = current.iter().filter(|t| !tables.contains(t)).collect();
+            Ok(Some(format!(
+                "updated publication {publication}: added {added:?}, removed {removed:?}"
+            )))
+        }
+    }
+}
+
+/// Whether the slot exists in the current database.
+pub async fn slot_exists(client: &Client, slot: &str) -> Result<bool, SetupError> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
+            &[&slot],
+        )
+        .await
+        .map_err(sql_error("reading pg_replication_slots"))?
+        .is_some())
+}
+
+/// Creates the logical slot if it is missing. Returns what it did.
+pub async fn ensure_slot(client: &Client, slot: &str) -> Result<Option<String>, SetupError> {
+    if slot_exists(client, slot).await? {
+        return Ok(None);
+    }
+    let sql = render(CREATE_SLOT, "", &[], slot);
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(sql_error(format!("creating replication slot {slot}")))?;
+    Ok(Some(format!(
+        "created logical replication slot {slot} (pgoutput)"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_render_quoted_identifiers() {
+        let sql = render(
+            CREATE_PUBLICATION,
+            "walcast",
+            &["articles".into(), "up_roles".into()],
+            "",
+        );
+        assert!(sql.contains(
+            r#"CREATE PUBLICATION "walcast" FOR TABLE public."articles", public."up_roles";"#
+        ));
+        let sql = render(CREATE_SLOT, "", &[], "walcast");
+        assert!(sql.contains("pg_create_logical_replication_slot('walcast', 'pgoutput')"));
+    }
+}

@@ -1,0 +1,356 @@
+//! Wires the stages together: replication → assemble → route → gateway.
+//!
+//! Connects things; holds no logic of its own. The replication task is the only one that
+//! watches the shutdown token: when it stops, the channel closes and the pipeline drains.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::assemble::{Assembled, TransactionBuffer, fold_transaction};
+use crate::config::Config;
+use crate::gateway::{self, Health};
+use crate::replication::{ConnectParams, Lsn, ReplicationEvent, ReplicationStream, slot};
+use crate::route::{PermissionModel, Router};
+use crate::strapi::StrapiModel;
+
+/// Replication → pipeline channel, in events. Bounded so a slow pipeline stops reading the
+/// socket (and Postgres buffers) instead of growing memory.
+const EVENT_CHANNEL_CAPACITY: usize = 4096;
+
+/// Opens an ordinary SQL connection (schema, permissions, setup).
+pub async fn connect_sql(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
+    let pg = config.postgres();
+    let (client, connection) = pg.connect(tokio_postgres::NoTls).await.with_context(|| {
+        format!(
+            "connecting to {}",
+            crate::config::redact_url(config.database.url.expose())
+        )
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            warn!(error = %e, "sql connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates the publication and slot if missing; returns what changed.
+pub async fn setup(
+    config: &Config,
+    client: &tokio_postgres::Client,
+) -> anyhow::Result<Vec<String>> {
+    let model = StrapiModel::load(client)
+        .await
+        .context("reading the Strapi schema")?;
+    let wanted = model.catalog.watched_tables();
+    let tables = slot::existing_tables(client, &wanted).await?;
+    let mut changes = Vec::new();
+    if let Some(c) =
+        slot::ensure_publication(client, &config.replication.publication, &tables).await?
+    {
+        changes.push(c);
+    }
+    if let Some(c) = slot::ensure_slot(client, &config.replication.slot).await? {
+        changes.push(c);
+    }
+    Ok(changes)
+}
+
+/// Runs the service on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let client = connect_sql(&config).await?;
+    for change in setup(&config, &client).await? {
+        info!("setup: {change}");
+    }
+    let model = StrapiModel::load(&client)
+        .await
+        .context("reading the Strapi schema")?;
+    info!(
+        content_types = model.content_types.by_uid.len(),
+        "strapi schema loaded"
+    );
+    let permissions = PermissionModel::load(&client)
+        .await
+        .context("reading permissions")?;
+    let router = Router::new(&config, permissions);
+
+    let health = Arc::new(Health::default());
+    let (app, io) = gateway::build(&config, Arc::clone(&health));
+    let addr = listener.local_addr()?;
+    info!(%addr, path = %config.server.path, "walcast listening");
+
+    let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+    let (handed_off_tx, handed_off_rx) = watch::channel(Lsn(0));
+    let mut params = ConnectParams::from_config(&config.postgres());
+    params.application_name = format!("walcast {}", config.replication.slot);
+    let stream = ReplicationStream {
+        params,
+        slot: config.replication.slot.clone(),
+        publication: config.replication.publication.clone(),
+        status_interval: std::time::Duration::from_millis(config.replication.status_interval_ms),
+    };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let shutdown = shutdown.clone();
+        let health = Arc::clone(&health);
+        tasks.spawn(async move {
+            let result = stream.run(events_tx, handed_off_rx, shutdown.clone()).await;
+            health.replicating.store(false, Ordering::Relaxed);
+            if let Err(e) = &result {
+                warn!(error = %e, "replication stopped");
+            }
+            shutdown.cancel();
+            result.map_err(anyhow::Error::from).context("replication")
+        });
+    }
+    {
+        let io = io.clone();
+        let health = Arc::clone(&health);
+        tasks.spawn(async move {
+            pipeline(events_rx, client, model, router, io, handed_off_tx, health).await;
+            Ok(())
+        });
+    }
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .context("http server")
+        });
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.cancel();
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                shutdown.cancel();
+                first_error.get_or_insert(anyhow::anyhow!("task failed: {e}"));
+            }
+        }
+        if shutdown.is_cancelled() {
+            io.close().await;
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Assembles, folds, routes and emits, in WAL order; reports each transaction handed off.
+async fn pipeline(
+    mut events: mpsc::Receiver<ReplicationEvent>,
+    client: tokio_postgres::Client,
+    mut model: Arc<StrapiModel>,
+    mut router: Router,
+    io: SocketIo,
+    handed_off: watch::Sender<Lsn>,
+    health: Arc<Health>,
+) {
+    let mut buffer = TransactionBuffer::default();
+    while let Some(event) = events.recv().await {
+        if matches!(event, ReplicationEvent::Restarted) {
+            health.replicating.store(true, Ordering::Relaxed);
+        }
+        match buffer.push(event) {
+            None => {}
+            Some(Assembled::Message(message)) => {
+                info!(prefix = %message.prefix, "non-transactional message received");
+            }
+            Some(Assembled::Transaction(tx)) => {
+                let span = info_span!("transaction", commit_lsn = %tx.commit_lsn, changes = tx.changes.len());
+                async {
+                    crate::metrics::TRANSACTIONS.inc();
+                    crate::metrics::ROW_CHANGES.inc_by(tx.changes.len() as u64);
+                    let events = fold_transaction(&model, &tx);
+                    for event in &events.events {
+                        crate::metrics::EVENTS
+                            .with_label_values(&[&*event.key.uid, event.action.as_str()])
+                            .inc();
+                    }
+                    for delivery in router.route(&events) {
+                        gateway::socketio::emit(&io, &delivery).await;
+                    }
+                    if events.schema_changed {
+                        match StrapiModel::load(&client).await {
+                            Ok(m) => {
+                                info!(content_types = m.content_types.by_uid.len(), "strapi schema reloaded");
+                                crate::metrics::SCHEMA_RELOADS.inc();
+                                model = m;
+                            }
+                            Err(e) => warn!(error = %e, "schema reload failed; keeping the previous schema"),
+                        }
+                    }
+                    if events.auth_changed {
+                        match PermissionModel::load(&client).await {
+                            Ok(p) => router.permissions = p,
+                            Err(e) => warn!(error = %e, "permission reload failed; keeping the previous model"),
+                        }
+                    }
+                }
+                .instrument(span)
+                .await;
+                handed_off.send_replace(tx.end_lsn);
+            }
+        }
+    }
+}
+
+/// `walcast check`: one line per finding; exit 1 when anything blocks running.
+pub async fn check(config: &Config) -> std::process::ExitCode {
+    let mut blockers = 0;
+    let mut report = |ok: Result<String, String>| match ok {
+        Ok(line) => println!("ok       {line}"),
+        Err(line) => {
+            blockers += 1;
+            println!("BLOCKER  {line}");
+        }
+    };
+    report(Ok("configuration is valid".into()));
+    let client = match connect_sql(config).await {
+        Ok(c) => {
+            report(Ok(format!(
+                "connected to {}",
+                crate::config::redact_url(config.database.url.expose())
+            )));
+            c
+        }
+        Err(e) => {
+            report(Err(format!("{e:#}")));
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match client.query_one("SHOW wal_level", &[]).await {
+        Ok(row) if row.get::<_, String>(0) == "logical" => {
+            report(Ok("wal_level is logical".into()))
+        }
+        Ok(row) => report(Err(format!(
+            "wal_level is {:?}; run `ALTER SYSTEM SET wal_level = logical;` and restart postgres",
+            row.get::<_, String>(0)
+        ))),
+        Err(e) => report(Err(format!("reading wal_level: {e}"))),
+    }
+    match client
+        .query_one(
+            "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+    {
+        Ok(row) if row.get::<_, bool>(0) => report(Ok("the database user may replicate".into())),
+        Ok(_) => report(Err(
+            "the database user lacks the REPLICATION attribute: ALTER ROLE <user> REPLICATION;"
+                .into(),
+        )),
+        Err(e) => report(Err(format!("reading role attributes: {e}"))),
+    }
+    match StrapiModel::load(&client).await {
+        Ok(model) => {
+            let uids: Vec<&str> = model
+                .content_types
+                .by_uid
+                .keys()
+                .map(String::as_str)
+                .collect();
+            report(Ok(format!(
+                "strapi schema: {} content types {uids:?}",
+                uids.len()
+            )));
+            let wanted = model.catalog.watched_tables();
+            match (
+                slot::existing_tables(&client, &wanted).await,
+                slot::publication_tables(&client, &config.replication.publication).await,
+            ) {
+                (Ok(tables), Ok(Some(published))) => {
+                    let missing: Vec<&String> =
+                        tables.iter().filter(|t| !published.contains(t)).collect();
+                    if missing.is_empty() {
+                        report(Ok(format!(
+                            "publication {} covers all {} watched tables",
+                            config.replication.publication,
+                            tables.len()
+                        )));
+                    } else {
+                        report(Err(format!(
+                            "publication {} misses {missing:?}; run `walcast setup`",
+                            config.replication.publication
+                        )));
+                    }
+                }
+                (Ok(_), Ok(None)) => report(Err(format!(
+                    "publication {} does not exist; run `walcast setup`",
+                    config.replication.publication
+                ))),
+                (Err(e), _) | (_, Err(e)) => report(Err(format!("{e:#}"))),
+            }
+        }
+        Err(e) => report(Err(format!("{e}"))),
+    }
+    match client
+        .query_opt(
+            "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+               FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
+            &[&config.replication.slot],
+        )
+        .await
+    {
+        Ok(Some(row)) => {
+            let active: bool = row.get(0);
+            let lag: Option<i64> = row.get(1);
+            report(Ok(format!(
+                "slot {} exists ({}; {} bytes behind)",
+                config.replication.slot,
+                if active { "in use" } else { "idle" },
+                lag.unwrap_or(0)
+            )));
+        }
+        Ok(None) => report(Err(format!(
+            "slot {} does not exist; run `walcast setup`",
+            config.replication.slot
+        ))),
+        Err(e) => report(Err(format!("reading pg_replication_slots: {e}"))),
+    }
+    for (name, secret) in [
+        ("strapi.jwt_secret (JWT_SECRET)", &config.strapi.jwt_secret),
+        (
+            "strapi.api_token_salt (API_TOKEN_SALT)",
+            &config.strapi.api_token_salt,
+        ),
+        (
+            "strapi.admin_jwt_secret (ADMIN_JWT_SECRET)",
+            &config.strapi.admin_jwt_secret,
+        ),
+    ] {
+        if secret.is_set() {
+            println!("ok       {name} is set");
+        } else {
+            println!("warning  {name} is not set: sockets using it will be refused");
+        }
+    }
+    if blockers == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    }
+}

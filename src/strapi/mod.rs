@@ -1,0 +1,36 @@
+//! Read-only model of the Strapi app: content types, table roles, naming rules.
+//!
+//! Loaded from Strapi's own tables at start and replaced whole (an `Arc` snapshot) when the
+//! WAL shows Strapi rewrote its schema row. Stages consult it; it never consumes events.
+
+pub mod catalog;
+pub mod naming;
+pub mod schema;
+
+use std::sync::Arc;
+
+pub use catalog::{AuthTable, Catalog, TableRole};
+pub use schema::{Attribute, AttributeKind, ContentType, ContentTypes, Kind, SchemaError};
+
+/// Everything walcast knows about the app at one moment.
+#[derive(Debug, Clone)]
+pub struct StrapiModel {
+    pub content_types: ContentTypes,
+    pub catalog: Catalog,
+}
+
+impl StrapiModel {
+    /// Builds the model from the discovered content types.
+    pub fn new(content_types: ContentTypes) -> Self {
+        let catalog = Catalog::build(&content_types);
+        StrapiModel {
+            content_types,
+            catalog,
+        }
+    }
+
+    /// Loads the schema from the database.
+    pub async fn load(client: &tokio_postgres::Client) -> Result<Arc<Self>, SchemaError> {
+        Ok(Arc::new(Self::new(ContentTypes::load(client).await?)))
+    }
+}

@@ -1,0 +1,313 @@
+//! Strapi's content types as walcast sees them, discovered from the database.
+//!
+//! The source is the core-store row `strapi_content_types_schema`, which Strapi rewrites on
+//! every boot: a JSON object keyed by UID with `collectionName`, `info.singularName`,
+//! `options.draftAndPublish`, `pluginOptions.i18n.localized` and every attribute (including
+//! the injected `createdAt`, `locale`, creator fields) with its `private` flag. Read-only;
+//! consulted by the stages, never a stage itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::naming;
+
+/// Collection or single type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Collection,
+    Single,
+}
+
+/// What an attribute is, as far as row mapping needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeKind {
+    /// Stored in a column of the main table.
+    Scalar {
+        column: String,
+        password: bool,
+    },
+    /// A relation (link table, or a column for creator fields).
+    Relation {
+        target: String,
+        relation: String,
+        mapped_by: Option<String>,
+        inversed_by: Option<String>,
+    },
+    /// Media (`files_related_mph`).
+    Media {
+        multiple: bool,
+    },
+    Component {
+        component: String,
+        repeatable: bool,
+    },
+    DynamicZone {
+        components: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    pub name: String,
+    pub kind: AttributeKind,
+    pub private: bool,
+}
+
+/// One content type.
+#[derive(Debug, Clone)]
+pub struct ContentType {
+    pub uid: String,
+    pub singular_name: String,
+    /// The (already shortened) main table name.
+    pub table: String,
+    pub kind: Kind,
+    pub draft_and_publish: bool,
+    pub localized: bool,
+    pub attributes: Vec<Attribute>,
+    /// Column name → attribute name, for the scalar attributes that reach a payload.
+    column_to_attribute: HashMap<String, String>,
+}
+
+/// Columns every content-type table has, and the key Strapi's REST API shows them under.
+const SYSTEM_COLUMNS: &[(&str, &str)] = &[
+    ("id", "id"),
+    ("document_id", "documentId"),
+    ("created_at", "createdAt"),
+    ("updated_at", "updatedAt"),
+    ("published_at", "publishedAt"),
+];
+
+impl ContentType {
+    /// The key a column appears under in a payload, or `None` when the column must never
+    /// leave walcast (private attributes, passwords, creator fields, unknown columns).
+    pub fn public_key_of(&self, column: &str) -> Option<&str> {
+        if let Some((_, key)) = SYSTEM_COLUMNS.iter().find(|(c, _)| *c == column) {
+            return Some(key);
+        }
+        self.column_to_attribute.get(column).map(String::as_str)
+    }
+
+    /// Builds a content type from its core-store JSON entry.
+    pub fn from_schema_json(uid: &str, json: &Value) -> Result<Self, SchemaError> {
+        let bad = |what: &str| SchemaError::Malformed {
+            uid: uid.to_owned(),
+            what: what.to_owned(),
+        };
+        let singular_name = json
+            .pointer("/info/singularName")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("info.singularName missing"))?
+            .to_owned();
+        let collection_name = json
+            .get("collectionName")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| singular_name.clone());
+        let kind = match json.get("kind").and_then(Value::as_str) {
+            Some("singleType") => Kind::Single,
+            _ => Kind::Collection,
+        };
+        let draft_and_publish = json
+            .pointer("/options/draftAndPublish")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let localized = json
+            .pointer("/pluginOptions/i18n/localized")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let mut attributes = Vec::new();
+        if let Some(map) = json.get("attributes").and_then(Value::as_object) {
+            for (name, attr) in map {
+                if let Some(a) = parse_attribute(name, attr) {
+                    attributes.push(a);
+                }
+            }
+        }
+        let mut column_to_attribute = HashMap::new();
+        for attribute in &attributes {
+            if let AttributeKind::Scalar { column, password } = &attribute.kind
+                && !attribute.private
+                && !*password
+            {
+                column_to_attribute.insert(column.clone(), attribute.name.clone());
+            }
+        }
+        Ok(ContentType {
+            uid: uid.to_owned(),
+            singular_name,
+            table: naming::table_name(&collection_name),
+            kind,
+            draft_and_publish,
+            localized,
+            attributes,
+            column_to_attribute,
+        })
+    }
+}
+
+fn parse_attribute(name: &str, attr: &Value) -> Option<Attribute> {
+    let get_str = |k: &str| attr.get(k).and_then(Value::as_str).map(str::to_owned);
+    let private = attr
+        .get("private")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let kind = match attr.get("type").and_then(Value::as_str)? {
+        "relation" => AttributeKind::Relation {
+            target: get_str("target").unwrap_or_default(),
+            relation: get_str("relation").unwrap_or_default(),
+            mapped_by: get_str("mappedBy"),
+            inversed_by: get_str("inversedBy"),
+        },
+        "media" => AttributeKind::Media {
+            multiple: attr
+                .get("multiple")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        },
+        "component" => AttributeKind::Component {
+            component: get_str("component").unwrap_or_default(),
+            repeatable: attr
+                .get("repeatable")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        },
+        "dynamiczone" => AttributeKind::DynamicZone {
+            components: attr
+                .get("components")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        },
+        // Standard columns are mapped by `SYSTEM_COLUMNS`.
+        "datetime" if matches!(name, "createdAt" | "updatedAt" | "publishedAt") => return None,
+        other => AttributeKind::Scalar {
+            column: naming::column_name(name),
+            password: other == "password",
+        },
+    };
+    Some(Attribute {
+        name: name.to_owned(),
+        kind,
+        private,
+    })
+}
+
+/// Why the schema could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("content type {uid}: {what}")]
+    Malformed { uid: String, what: String },
+    #[error("the core-store row strapi_content_types_schema is not valid JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error(
+        "no Strapi schema found: the table strapi_core_store_settings has no row strapi_content_types_schema (has Strapi booted on this database?)"
+    )]
+    Missing,
+    #[error("reading the Strapi schema")]
+    Query(#[source] tokio_postgres::Error),
+}
+
+/// Every content type of the app, by UID.
+#[derive(Debug, Clone, Default)]
+pub struct ContentTypes {
+    pub by_uid: BTreeMap<String, Arc<ContentType>>,
+}
+
+impl ContentTypes {
+    /// Parses the core-store value. Only `api::` types are kept: they are what clients
+    /// subscribe to (plugin and admin types are auth or infrastructure).
+    pub fn from_core_store(value: &str) -> Result<Self, SchemaError> {
+        let json: Value = serde_json::from_str(value).map_err(SchemaError::NotJson)?;
+        let mut by_uid = BTreeMap::new();
+        if let Some(map) = json.as_object() {
+            for (uid, entry) in map {
+                if !uid.starts_with("api::") {
+                    continue;
+                }
+                let ct = ContentType::from_schema_json(uid, entry)?;
+                by_uid.insert(uid.clone(), Arc::new(ct));
+            }
+        }
+        Ok(ContentTypes { by_uid })
+    }
+
+    /// Reads the core-store row through an ordinary connection.
+    pub async fn load(client: &tokio_postgres::Client) -> Result<Self, SchemaError> {
+        let row = client
+            .query_opt(
+                "SELECT value FROM strapi_core_store_settings WHERE key = 'strapi_content_types_schema'",
+                &[],
+            )
+            .await
+            .map_err(SchemaError::Query)?
+            .ok_or(SchemaError::Missing)?;
+        let value: String = row.get(0);
+        Self::from_core_store(&value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_schema() -> ContentTypes {
+        let boot = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/strapi-5.54/replay/00-boot.sql"
+        ))
+        .unwrap();
+        let line = boot
+            .lines()
+            .find(|l| l.contains("'strapi_content_types_schema'"))
+            .unwrap();
+        let start = line.find("'strapi_content_types_schema', '").unwrap()
+            + "'strapi_content_types_schema', '".len();
+        let end = line.rfind("', 'object'").unwrap();
+        ContentTypes::from_core_store(&line[start..end].replace("''", "'")).unwrap()
+    }
+
+    #[test]
+    fn discovers_the_fixture_app() {
+        let cts = fixture_schema();
+        let uids: Vec<&str> = cts.by_uid.keys().map(String::as_str).collect();
+        assert_eq!(
+            uids,
+            [
+                "api::article.article",
+                "api::category.category",
+                "api::comment.comment",
+                "api::tag.tag"
+            ]
+        );
+        let article = &cts.by_uid["api::article.article"];
+        assert_eq!(article.table, "articles");
+        assert_eq!(article.singular_name, "article");
+        assert!(article.draft_and_publish && article.localized);
+        let tag = &cts.by_uid["api::tag.tag"];
+        assert!(!tag.draft_and_publish && !tag.localized);
+    }
+
+    #[test]
+    fn private_columns_never_map_to_a_payload_key() {
+        let cts = fixture_schema();
+        let article = &cts.by_uid["api::article.article"];
+        assert_eq!(article.public_key_of("title"), Some("title"));
+        assert_eq!(article.public_key_of("document_id"), Some("documentId"));
+        assert_eq!(article.public_key_of("locale"), Some("locale"));
+        assert_eq!(article.public_key_of("secret_note"), None);
+        assert_eq!(article.public_key_of("created_by_id"), None);
+        // The locale of a non-localized type is private.
+        assert_eq!(cts.by_uid["api::tag.tag"].public_key_of("locale"), None);
+        assert_eq!(
+            cts.by_uid["api::comment.comment"].public_key_of("api_key"),
+            Some("apiKey"),
+            "apiKey is not private in the schema; the sensitive-name filter removes it"
+        );
+    }
+}
