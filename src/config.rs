@@ -84,6 +84,8 @@ pub struct ReplicationConfig {
     /// How often a standby status update is sent at the latest (the server's
     /// `wal_sender_timeout` defaults to 60 s; we stay well inside it).
     pub status_interval_ms: u64,
+    /// Whether `walcast setup` sets `REPLICA IDENTITY FULL` on the content tables.
+    pub replica_identity_full: bool,
 }
 
 impl Default for ReplicationConfig {
@@ -93,6 +95,7 @@ impl Default for ReplicationConfig {
             publication: "walcast".into(),
             lag_budget_bytes: 1 << 30,
             status_interval_ms: 10_000,
+            replica_identity_full: true,
         }
     }
 }

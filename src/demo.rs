@@ -97,7 +97,7 @@ impl DemoWriter {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(self.pace) => {}
             }
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 self.client
                     .execute("DELETE FROM tags WHERE document_id = $1", &[&document_id])
                     .await?;

@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The registry `/metrics` renders.
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -101,6 +101,60 @@ pub static SCHEMA_RELOADS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+pub static CUSTOM_EVENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_custom_events_total",
+        "custom events from pg_logical_emit_message delivered",
+    )
+});
+pub static CUSTOM_EVENTS_INVALID: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_custom_events_invalid_total",
+        "pg_logical_emit_message messages with prefix walcast that were not valid events",
+    )
+});
+pub static SLOT_LAG_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "walcast_slot_lag_bytes",
+        "WAL bytes between the server's current position and the slot's confirmed flush LSN",
+    )
+});
+pub static SLOT_RETAINED_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "walcast_slot_retained_bytes",
+        "WAL bytes the slot keeps on the server (from its restart LSN)",
+    )
+});
+pub static SLOT_LAG_SECONDS: LazyLock<Gauge> = LazyLock::new(|| {
+    let g = Gauge::new(
+        "walcast_slot_lag_seconds",
+        "seconds since walcast last handed off a transaction, while the slot is behind",
+    )
+    .expect("valid metric");
+    REGISTRY
+        .register(Box::new(g.clone()))
+        .expect("registered once");
+    g
+});
+
+static LAST_HANDOFF: LazyLock<std::sync::Mutex<std::time::Instant>> =
+    LazyLock::new(|| std::sync::Mutex::new(std::time::Instant::now()));
+
+/// Notes that a transaction was handed off now (for the lag in seconds).
+pub fn record_handoff() {
+    if let Ok(mut t) = LAST_HANDOFF.lock() {
+        *t = std::time::Instant::now();
+    }
+}
+
+/// Seconds since the last hand-off.
+pub fn seconds_since_last_handoff() -> f64 {
+    LAST_HANDOFF
+        .lock()
+        .map(|t| t.elapsed().as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 /// Renders every metric in the Prometheus text format.
 pub fn render() -> String {
     // Touch the lazies so that every metric appears even before its first use.
@@ -118,6 +172,11 @@ pub fn render() -> String {
         &*CONNECTIONS,
         &*HANDSHAKE_REJECTIONS,
         &*SCHEMA_RELOADS,
+        &*CUSTOM_EVENTS,
+        &*CUSTOM_EVENTS_INVALID,
+        &*SLOT_LAG_BYTES,
+        &*SLOT_RETAINED_BYTES,
+        &*SLOT_LAG_SECONDS,
     );
     let encoder = prometheus::TextEncoder::new();
     encoder

@@ -57,6 +57,10 @@ pub async fn setup(
     {
         changes.push(c);
     }
+    if config.replication.replica_identity_full {
+        let content = slot::existing_tables(client, &model.catalog.content_tables()).await?;
+        changes.extend(slot::ensure_replica_identity_full(client, &content).await?);
+    }
     if let Some(c) = slot::ensure_slot(client, &config.replication.slot).await? {
         changes.push(c);
     }
@@ -102,6 +106,17 @@ pub async fn run(
     };
 
     let mut tasks = tokio::task::JoinSet::new();
+    {
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = probe_slot_lag(config) => {}
+            }
+            Ok(())
+        });
+    }
     {
         let shutdown = shutdown.clone();
         let health = Arc::clone(&health);
@@ -158,6 +173,74 @@ pub async fn run(
     }
 }
 
+/// Emits the custom events among `messages` (prefix `walcast`); counts and logs bad ones.
+async fn deliver_custom(io: &SocketIo, messages: &[crate::assemble::LogicalMessage]) {
+    use crate::route::custom::{MESSAGE_PREFIX, parse_custom_event};
+    for message in messages.iter().filter(|m| m.prefix == MESSAGE_PREFIX) {
+        match parse_custom_event(&message.content) {
+            Ok(event) => gateway::socketio::emit_custom(io, &event).await,
+            Err(e) => {
+                crate::metrics::CUSTOM_EVENTS_INVALID.inc();
+                warn!(lsn = %message.lsn, error = %e, "ignoring custom event message");
+            }
+        }
+    }
+}
+
+/// How often the slot's lag is measured.
+const LAG_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Measures the slot's lag (bytes of WAL it retains beyond what walcast confirmed) on its own
+/// connection, every few seconds; warns above `lag_budget_bytes`. One query per interval,
+/// never per event.
+async fn probe_slot_lag(config: Config) {
+    let mut client = None;
+    let mut last_warning: Option<std::time::Instant> = None;
+    let mut tick = tokio::time::interval(LAG_PROBE_INTERVAL);
+    loop {
+        tick.tick().await;
+        if client.is_none() {
+            client = connect_sql(&config).await.ok();
+        }
+        let Some(c) = &client else { continue };
+        let row = c
+            .query_opt(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
+                        pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+                   FROM pg_replication_slots WHERE slot_name = $1",
+                &[&config.replication.slot],
+            )
+            .await;
+        match row {
+            Ok(Some(row)) => {
+                let confirmed_lag: i64 = row.get::<_, Option<i64>>(0).unwrap_or(0);
+                let retained: i64 = row.get::<_, Option<i64>>(1).unwrap_or(0);
+                crate::metrics::SLOT_LAG_BYTES.set(confirmed_lag);
+                crate::metrics::SLOT_RETAINED_BYTES.set(retained);
+                let seconds = if confirmed_lag > 0 {
+                    crate::metrics::seconds_since_last_handoff()
+                } else {
+                    0.0
+                };
+                crate::metrics::SLOT_LAG_SECONDS.set(seconds);
+                if retained as u64 > config.replication.lag_budget_bytes
+                    && last_warning.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(60))
+                {
+                    warn!(
+                        retained_bytes = retained,
+                        budget_bytes = config.replication.lag_budget_bytes,
+                        slot = %config.replication.slot,
+                        "replication slot retains more WAL than the lag budget; check that walcast keeps up, and bound it with max_slot_wal_keep_size"
+                    );
+                    last_warning = Some(std::time::Instant::now());
+                }
+            }
+            Ok(None) => {}
+            Err(_) => client = None,
+        }
+    }
+}
+
 /// Assembles, folds, routes and emits, in WAL order; reports each transaction handed off.
 async fn pipeline(
     mut events: mpsc::Receiver<ReplicationEvent>,
@@ -176,7 +259,7 @@ async fn pipeline(
         match buffer.push(event) {
             None => {}
             Some(Assembled::Message(message)) => {
-                info!(prefix = %message.prefix, "non-transactional message received");
+                deliver_custom(&io, std::slice::from_ref(&message)).await;
             }
             Some(Assembled::Transaction(tx)) => {
                 let span = info_span!("transaction", commit_lsn = %tx.commit_lsn, changes = tx.changes.len());
@@ -192,6 +275,7 @@ async fn pipeline(
                     for delivery in router.route(&events) {
                         gateway::socketio::emit(&io, &delivery).await;
                     }
+                    deliver_custom(&io, &tx.messages).await;
                     if events.schema_changed {
                         match StrapiModel::load(&client).await {
                             Ok(m) => {
@@ -212,6 +296,7 @@ async fn pipeline(
                 .instrument(span)
                 .await;
                 handed_off.send_replace(tx.end_lsn);
+                crate::metrics::record_handoff();
             }
         }
     }
@@ -306,6 +391,26 @@ pub async fn check(config: &Config) -> std::process::ExitCode {
             }
         }
         Err(e) => report(Err(format!("{e}"))),
+    }
+    if let Ok(model) = StrapiModel::load(&client).await
+        && let Ok(content) = slot::existing_tables(&client, &model.catalog.content_tables()).await
+        && let Ok(identities) = slot::replica_identities(&client, &content).await
+    {
+        let not_full: Vec<&String> = identities
+            .iter()
+            .filter(|(_, i)| *i != 'f')
+            .map(|(t, _)| t)
+            .collect();
+        if not_full.is_empty() {
+            println!(
+                "ok       REPLICA IDENTITY FULL on all {} content tables",
+                identities.len()
+            );
+        } else {
+            println!(
+                "warning  content tables without REPLICA IDENTITY FULL: {not_full:?}; deletes there carry only the row id (run `walcast setup`)"
+            );
+        }
     }
     match client
         .query_opt(

@@ -92,3 +92,21 @@ pub async fn emit(io: &SocketIo, delivery: &Delivery) {
         }
     }
 }
+
+/// Emits a custom event from SQL to its rooms, or to every socket.
+pub async fn emit_custom(io: &SocketIo, event: &crate::route::custom::CustomEvent) {
+    let result = if event.rooms.is_empty() {
+        io.emit(&event.event, &event.data).await
+    } else {
+        io.to(event.rooms.clone())
+            .emit(&event.event, &event.data)
+            .await
+    };
+    match result {
+        Ok(()) => crate::metrics::CUSTOM_EVENTS.inc(),
+        Err(e) => {
+            crate::metrics::EMIT_ERRORS.inc();
+            warn!(event = %event.event, error = %e, "custom event emit failed for some sockets");
+        }
+    }
+}

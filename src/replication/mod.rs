@@ -116,6 +116,14 @@ pub enum ReplicationEvent {
     },
 }
 
+/// Opens and closes a walsender connection (authentication included): for tests and
+/// `walcast check`.
+pub async fn connect_for_test(params: &ConnectParams) -> Result<(), ConnectError> {
+    connection::WalSenderConnection::connect(params)
+        .await
+        .map(|_| ())
+}
+
 /// Microseconds between 1970-01-01 and 2000-01-01, the Postgres epoch.
 pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 

@@ -10,6 +10,8 @@ pub const CREATE_PUBLICATION: &str = include_str!("../../migrations/0001_create_
 pub const SET_PUBLICATION_TABLES: &str =
     include_str!("../../migrations/0002_publication_tables.sql");
 pub const CREATE_SLOT: &str = include_str!("../../migrations/0003_create_slot.sql");
+pub const REPLICA_IDENTITY_FULL: &str =
+    include_str!("../../migrations/0004_replica_identity_full.sql");
 
 /// Why setup failed.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +123,51 @@ pub async fn ensure_publication(
             )))
         }
     }
+}
+
+/// Replica identity of each table (`d`, `f`, `n`, `i`), by name.
+pub async fn replica_identities(
+    client: &Client,
+    tables: &[String],
+) -> Result<Vec<(String, char)>, SetupError> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, c.relreplident::text FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND c.relname = ANY($1) ORDER BY 1",
+            &[&tables],
+        )
+        .await
+        .map_err(sql_error("reading replica identities"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let ident: String = r.get(1);
+            (r.get(0), ident.chars().next().unwrap_or('d'))
+        })
+        .collect())
+}
+
+/// Sets `REPLICA IDENTITY FULL` on each of `tables` that lacks it. Returns what it did.
+pub async fn ensure_replica_identity_full(
+    client: &Client,
+    tables: &[String],
+) -> Result<Vec<String>, SetupError> {
+    let mut changes = Vec::new();
+    for (table, ident) in replica_identities(client, tables).await? {
+        if ident == 'f' {
+            continue;
+        }
+        let sql =
+            REPLICA_IDENTITY_FULL.replace("{table}", &format!("public.{}", quote_ident(&table)));
+        client.batch_execute(&sql).await.map_err(sql_error(format!(
+            "setting REPLICA IDENTITY FULL on {table}"
+        )))?;
+        changes.push(format!(
+            "set REPLICA IDENTITY FULL on {table} (was {ident})"
+        ));
+    }
+    Ok(changes)
 }
 
 /// Whether the slot exists in the current database.

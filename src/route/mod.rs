@@ -3,6 +3,7 @@
 //! Turns `TransactionEvents` into `Delivery`s: event name, target rooms, payload serialized
 //! once, offset. Consults the `PermissionModel` snapshot; never calls socket.io itself.
 
+pub mod custom;
 pub mod payload;
 pub mod permissions;
 pub mod principal;

@@ -80,6 +80,18 @@ impl Catalog {
         self.by_table.get(table)
     }
 
+    /// The tables whose rows belong to content documents (replica identity FULL candidates).
+    pub fn content_tables(&self) -> Vec<&str> {
+        let mut tables: Vec<&str> = self
+            .by_table
+            .iter()
+            .filter(|(_, role)| matches!(role, TableRole::Main(_)))
+            .map(|(t, _)| t.as_str())
+            .collect();
+        tables.sort_unstable();
+        tables
+    }
+
     /// Every table walcast watches, sorted.
     pub fn watched_tables(&self) -> Vec<&str> {
         let mut tables: Vec<&str> = self.by_table.keys().map(String::as_str).collect();

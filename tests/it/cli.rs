@@ -1,0 +1,132 @@
+//! The `walcast` command line: configuration errors, setup, check.
+
+use std::process::Command;
+
+use crate::support::TestDatabase;
+
+fn walcast() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_walcast"));
+    for key in walcast::config::ENVIRONMENT_KEYS {
+        cmd.env_remove(key);
+    }
+    cmd.env_remove("WALCAST_CONFIG");
+    cmd
+}
+
+fn temp_config(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    file
+}
+
+#[test]
+fn a_misspelled_config_key_exits_2_naming_it_before_connecting() {
+    // The database URL points nowhere: exiting 2 proves nothing tried to connect first.
+    let file = temp_config(
+        "[database]\nurl = \"postgres://nobody@127.0.0.1:1/none\"\n[replication]\nslott = \"walcast\"\n",
+    );
+    let out = walcast()
+        .arg("--config")
+        .arg(file.path())
+        .arg("check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("slott"), "{stderr}");
+    assert!(stderr.contains("slot"), "names what is allowed: {stderr}");
+}
+
+#[test]
+fn a_bad_value_exits_2_naming_key_value_and_allowed() {
+    let file = temp_config("[events]\npermissions = \"everyone\"\n[server]\nlisten = \"here\"\n");
+    let out = walcast()
+        .arg("--config")
+        .arg(file.path())
+        .arg("run")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("everyone"), "{stderr}");
+}
+
+#[test]
+fn a_bad_environment_value_exits_2() {
+    let out = walcast()
+        .env("WALCAST_LISTEN", "not-an-address")
+        .arg("check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("server.listen") && stderr.contains("not-an-address"),
+        "{stderr}"
+    );
+}
+
+/// `walcast setup` creates what is missing, says so, and changes nothing the second time;
+/// `walcast check` then passes, and fails with a blocker when the slot is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_is_idempotent_and_check_reports_blockers() {
+    let db = TestDatabase::new().await;
+    let run = |args: &[&str]| {
+        walcast()
+            .env("DATABASE_URL", &db.url)
+            .env("WALCAST_SLOT", &db.name)
+            .env("WALCAST_PUBLICATION", &db.name)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let first = run(&["setup"]);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(stdout.contains("created publication"), "{stdout}");
+    assert!(
+        stdout.contains("created logical replication slot"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("set REPLICA IDENTITY FULL on articles"),
+        "{stdout}"
+    );
+    let identity: String = db
+        .client
+        .query_one(
+            "SELECT relreplident::text FROM pg_class WHERE relname = 'tags'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(identity, "f");
+
+    let second = run(&["setup"]);
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success());
+    assert!(stdout.contains("nothing to change"), "{stdout}");
+
+    let check = run(&["check"]);
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("wal_level is logical"), "{stdout}");
+
+    db.client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&db.name])
+        .await
+        .unwrap();
+    let check = run(&["check"]);
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("BLOCKER") && stdout.contains("does not exist"),
+        "{stdout}"
+    );
+    db.drop_all().await;
+}

@@ -1,0 +1,499 @@
+//! Test support shared by every integration test: a private Postgres cluster, a fresh
+//! Strapi database per test, replay of the captured Strapi actions, an in-process walcast,
+//! and real `socket.io-client` processes (Node) driven over JSON lines.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use walcast::config::Config;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A replay file of the Strapi 5.54 capture, by action prefix (`"09"`) or full name.
+pub fn replay_file(action: &str) -> PathBuf {
+    let dir = repo().join("fixtures/strapi-5.54/replay");
+    let mut matches: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fixtures/strapi-5.54/replay")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(&format!("{action}-")) || n == format!("{action}.sql")
+            })
+        })
+        .collect();
+    assert_eq!(matches.len(), 1, "exactly one replay file for {action}");
+    matches.remove(0)
+}
+
+static CLUSTER: OnceCell<String> = OnceCell::const_new();
+
+/// Starts (once per test process) the private cluster and returns its superuser URL base
+/// (`postgres://postgres@127.0.0.1:PORT`).
+pub async fn cluster() -> &'static str {
+    CLUSTER
+        .get_or_init(|| async {
+            let output = Command::new("bash")
+                .arg(repo().join("scripts/pg-cluster.sh"))
+                .args(["start", "test"])
+                .stderr(Stdio::inherit())
+                .output()
+                .await
+                .expect("running scripts/pg-cluster.sh");
+            assert!(
+                output.status.success(),
+                "scripts/pg-cluster.sh start test failed"
+            );
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let url = stdout
+                .lines()
+                .last()
+                .expect("the cluster URL")
+                .trim()
+                .to_owned();
+            let base = url.trim_end_matches("/postgres").to_owned();
+            prepare_template(&base).await;
+            base
+        })
+        .await
+}
+
+const TEMPLATE: &str = "walcast_fixture_boot";
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// Creates the template database (schema + Strapi's first boot) once, and removes what
+/// earlier runs left behind (test databases and their slots).
+async fn prepare_template(base: &str) {
+    let admin = connect(&format!("{base}/postgres")).await;
+    // Serialize template creation between concurrent test processes.
+    admin
+        .execute("SELECT pg_advisory_lock(727001)", &[])
+        .await
+        .unwrap();
+    let stale = admin
+        .query(
+            "SELECT slot_name::text FROM pg_replication_slots WHERE NOT active AND slot_name LIKE 'wt\\_%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in stale {
+        let slot: String = row.get(0);
+        let _ = admin
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await;
+    }
+    let dbs = admin
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'wt\\_%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in dbs {
+        let db: String = row.get(0);
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+            .await;
+    }
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&TEMPLATE])
+        .await
+        .unwrap()
+        .is_some();
+    if !exists {
+        let building = format!("{TEMPLATE}_building");
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {building}"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {building}"))
+            .await
+            .unwrap();
+        let db = connect(&format!("{base}/{building}")).await;
+        let fixtures = repo().join("fixtures/strapi-5.54");
+        for file in ["schema.sql", "replay/00-boot.sql"] {
+            let sql = std::fs::read_to_string(fixtures.join(file)).unwrap();
+            db.batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("loading {file}: {e}"));
+        }
+        drop(db);
+        retry_busy(
+            &admin,
+            &format!("ALTER DATABASE {building} RENAME TO {TEMPLATE}"),
+        )
+        .await;
+    }
+    admin
+        .execute("SELECT pg_advisory_unlock(727001)", &[])
+        .await
+        .unwrap();
+}
+
+/// Runs a statement that fails while another session is still connected to the source
+/// database (a just-closed connection can linger for a moment), retrying for a while.
+async fn retry_busy(admin: &tokio_postgres::Client, sql: &str) {
+    let mut attempts = 0;
+    loop {
+        match admin.batch_execute(sql).await {
+            Ok(()) => return,
+            Err(e)
+                if attempts < 100
+                    && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
+            {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{sql}: {e:?}"),
+        }
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh Strapi database (schema + boot data) with its own slot and publication names.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+    pub client: tokio_postgres::Client,
+    base: String,
+}
+
+impl TestDatabase {
+    pub async fn new() -> Self {
+        let base = cluster().await.to_owned();
+        let name = format!(
+            "wt_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = connect(&format!("{base}/postgres")).await;
+        retry_busy(
+            &admin,
+            &format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"),
+        )
+        .await;
+        let url = format!("{base}/{name}");
+        let client = connect(&url).await;
+        TestDatabase {
+            name,
+            url,
+            client,
+            base,
+        }
+    }
+
+    /// Applies one captured Strapi action (`"09"` or `"09-create-tag-1"`).
+    pub async fn replay(&self, action: &str) {
+        let path = replay_file(action);
+        let sql = std::fs::read_to_string(&path).unwrap();
+        self.client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("replaying {}: {e}", path.display()));
+    }
+
+    /// Applies actions `from..=to` in order.
+    pub async fn replay_range(&self, from: u32, to: u32) {
+        for n in from..=to {
+            self.replay(&format!("{n:02}")).await;
+        }
+    }
+
+    /// Grants a users-permissions role (by type, e.g. `public`) a permission action.
+    pub async fn grant(&self, role_type: &str, action: &str) {
+        self.client
+            .execute(
+                "WITH p AS (
+                   INSERT INTO up_permissions (document_id, action, created_at, updated_at, published_at)
+                   VALUES (substr(md5(random()::text), 1, 24), $2, now(), now(), now()) RETURNING id)
+                 INSERT INTO up_permissions_role_lnk (permission_id, role_id, permission_ord)
+                 SELECT p.id, r.id, 1 FROM p, up_roles r WHERE r.type = $1",
+                &[&role_type, &action],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// A walcast configuration for this database.
+    pub fn config(&self) -> Config {
+        let mut config = Config::default();
+        config.database.url = walcast::config::Secret::new(self.url.clone());
+        config.replication.slot = self.name.clone();
+        config.replication.publication = self.name.clone();
+        config.server.listen = "127.0.0.1:0".into();
+        config.strapi.jwt_secret =
+            walcast::config::Secret::new("test-users-permissions-jwt-secret-0123456789");
+        config.strapi.api_token_salt =
+            walcast::config::Secret::new("test-api-token-salt-0123456789");
+        config.strapi.admin_jwt_secret =
+            walcast::config::Secret::new("test-admin-jwt-secret-0123456789");
+        config
+    }
+
+    /// Drops the slot and the database.
+    pub async fn drop_all(self) {
+        let admin = connect(&format!("{}/postgres", self.base)).await;
+        drop(self.client);
+        for _ in 0..50 {
+            let r = admin
+                .query(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+                    &[&self.name],
+                )
+                .await;
+            let still = admin
+                .query_opt(
+                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&self.name],
+                )
+                .await
+                .unwrap();
+            if r.is_ok() && still.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
+}
+
+/// An in-process walcast serving on an ephemeral port.
+pub struct Walcast {
+    pub addr: std::net::SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Walcast {
+    /// Starts walcast and waits until replication is streaming.
+    pub async fn start(config: Config) -> Self {
+        config.validate().expect("test config validates");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(walcast::run(config, listener, shutdown.clone()));
+        let walcast = Walcast {
+            addr,
+            shutdown,
+            task,
+        };
+        wait_for("walcast /readyz", Duration::from_secs(20), || async {
+            walcast
+                .http_get("/readyz")
+                .await
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
+        })
+        .await;
+        walcast
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A minimal HTTP GET (status, body).
+    pub async fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response).await?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("walcast stops within 10 s")
+            .expect("walcast task does not panic");
+        result.expect("walcast stops cleanly");
+    }
+}
+
+/// Polls `check` until it is true; fails the test with `what` after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One official `socket.io-client` in a Node process (`tests/js/client.mjs`).
+pub struct JsClient {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// Every line received so far.
+    pub seen: Vec<Value>,
+    next_id: u64,
+}
+
+/// Where the Node packages are.
+fn js_dir() -> PathBuf {
+    repo().join("tests/js")
+}
+
+impl JsClient {
+    /// Spawns a client with the given handshake `auth` and extra arguments.
+    pub async fn spawn(url: &str, auth: Value, extra: &[&str]) -> Self {
+        assert!(
+            Path::new(&js_dir().join("node_modules/socket.io-client")).exists(),
+            "tests/js/node_modules is missing: run `npm ci --prefix tests/js` (make test does)"
+        );
+        let mut child = Command::new("node")
+            .arg(js_dir().join("client.mjs"))
+            .args(["--url", url, "--auth", &auth.to_string()])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning node");
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        JsClient {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Spawns a client and waits for it to connect.
+    pub async fn connect(url: &str, auth: Value) -> Self {
+        let mut client = Self::spawn(url, auth, &["--no-reconnect"]).await;
+        let line = client
+            .next_matching("connected", Duration::from_secs(10), |l| {
+                matches!(l["type"].as_str(), Some("connected" | "connect_error"))
+            })
+            .await;
+        assert_eq!(
+            line["type"], "connected",
+            "client failed to connect: {line}"
+        );
+        client
+    }
+
+    /// The next line satisfying `pred`, within `timeout`; earlier lines are kept in `seen`.
+    pub async fn next_matching(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "timed out after {timeout:?} waiting for {what}; saw {:#?}",
+                        self.seen
+                    )
+                })
+                .expect("reading client output")
+                .unwrap_or_else(|| {
+                    panic!(
+                        "client exited while waiting for {what}; saw {:#?}",
+                        self.seen
+                    )
+                });
+            let value: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("client printed non-JSON {line:?}: {e}"));
+            self.seen.push(value.clone());
+            if pred(&value) {
+                return value;
+            }
+        }
+    }
+
+    /// Waits for the named server event and returns its arguments.
+    pub async fn event(&mut self, name: &str, timeout: Duration) -> Vec<Value> {
+        let line = self
+            .next_matching(name, timeout, |l| l["type"] == "event" && l["name"] == name)
+            .await;
+        line["args"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Events received so far with this name.
+    pub fn events_named(&self, name: &str) -> Vec<&Value> {
+        self.seen
+            .iter()
+            .filter(|l| l["type"] == "event" && l["name"] == name)
+            .collect()
+    }
+
+    /// Emits an event with an ack and returns the ack's arguments.
+    pub async fn emit_with_ack(&mut self, event: &str, args: Value) -> Vec<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let cmd =
+            serde_json::json!({"cmd": "emit", "event": event, "args": args, "ack": true, "id": id});
+        self.stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .unwrap();
+        let line = self
+            .next_matching(&format!("ack {id}"), Duration::from_secs(10), |l| {
+                matches!(l["type"].as_str(), Some("ack" | "ack_timeout")) && l["id"] == id
+            })
+            .await;
+        assert_eq!(line["type"], "ack", "no ack for {event}");
+        line["args"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stdin.write_all(b"{\"cmd\":\"exit\"}\n").await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
