@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 
@@ -33,9 +33,11 @@ impl DemoWriter {
         // Give the service a moment to create its slot and start streaming.
         tokio::time::sleep(Duration::from_secs(2)).await;
         self.grant_public_read().await?;
+        // The captured sessions start right after Strapi's first boot (no admin registered
+        // yet); on a database that went further, go straight to the SQL edits.
         let fresh: i64 = self
             .client
-            .query_one("SELECT count(*) FROM tags", &[])
+            .query_one("SELECT count(*) FROM admin_users", &[])
             .await?
             .get(0);
         if fresh == 0 {
@@ -60,10 +62,14 @@ impl DemoWriter {
                     .unwrap_or("?")
                     .to_owned();
                 let sql = std::fs::read_to_string(&file)?;
-                self.client
-                    .batch_execute(&sql)
-                    .await
-                    .with_context(|| format!("replaying {name}"))?;
+                if let Err(e) = self.client.batch_execute(&sql).await {
+                    warn!(action = %name, error = %e, "demo: replay failed; continuing with SQL edits");
+                    let _ = self
+                        .client
+                        .batch_execute("ROLLBACK; RESET session_replication_role;")
+                        .await;
+                    break;
+                }
                 info!(action = %name, "demo: replayed strapi action");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
@@ -106,21 +112,26 @@ impl DemoWriter {
     }
 
     async fn grant_public_read(&self) -> anyhow::Result<()> {
-        for uid in [
+        // Explicit ids far above the replayed ones, so the captured sessions still apply.
+        for (n, uid) in [
             "api::tag.tag",
             "api::category.category",
             "api::article.article",
             "api::comment.comment",
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = 100_000 + n;
             self.client
                 .batch_execute(&format!(
                     "DO $$ DECLARE pid int; rid int; BEGIN
                        SELECT id INTO rid FROM up_roles WHERE type = 'public';
                        IF rid IS NULL OR EXISTS (SELECT 1 FROM up_permissions p JOIN up_permissions_role_lnk l ON l.permission_id = p.id
                                                  WHERE l.role_id = rid AND p.action = '{uid}.find') THEN RETURN; END IF;
-                       INSERT INTO up_permissions (document_id, action, created_at, updated_at, published_at)
-                         VALUES (substr(md5(random()::text), 1, 24), '{uid}.find', now(), now(), now()) RETURNING id INTO pid;
-                       INSERT INTO up_permissions_role_lnk (permission_id, role_id, permission_ord) VALUES (pid, rid, 1);
+                       INSERT INTO up_permissions (id, document_id, action, created_at, updated_at, published_at)
+                         VALUES ({id}, substr(md5(random()::text), 1, 24), '{uid}.find', now(), now(), now()) RETURNING id INTO pid;
+                       INSERT INTO up_permissions_role_lnk (id, permission_id, role_id, permission_ord) VALUES ({id}, pid, rid, 1);
                      END $$;"
                 ))
                 .await

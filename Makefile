@@ -1,0 +1,68 @@
+# walcast: `make test` runs every test, `make demo` shows walcast at work.
+# Both install what is missing (PostgreSQL server binaries, Node packages) and say what they do.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# The machine's own cargo (rustup's), also when ~/.cargo/bin is not on PATH.
+CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
+NPM ?= npm
+JS_DIR := tests/js
+# npm ci writes node_modules/.package-lock.json: older than the lockfile means stale.
+JS_STAMP := $(JS_DIR)/node_modules/.package-lock.json
+say = @printf '\n==> %s\n' $(1)
+
+.PHONY: help test lint demo pg-stop clean-pg js-deps
+
+help:
+	@echo "make test      private Postgres cluster + Node packages, then cargo test --all-targets"
+	@echo "make lint      cargo fmt --check and cargo clippy --all-targets -- -D warnings"
+	@echo "make demo      walcast on a demo cluster loaded with the Strapi 5.54 fixture (scripts/demo.sh;"
+	@echo "              WALCAST_DEMO_FRESH=1 reloads the fixture from scratch)"
+	@echo "make pg-stop   stop the test and demo clusters"
+	@echo "make clean-pg  stop them and delete their data directories"
+
+$(JS_STAMP): $(JS_DIR)/package-lock.json $(JS_DIR)/package.json
+	$(call say,"installing the Node packages of the JS client tests (npm ci --prefix $(JS_DIR))")
+	$(NPM) ci --prefix $(JS_DIR) --no-audit --no-fund
+	@touch $@
+
+js-deps: $(JS_STAMP)
+	@true
+
+# The integration tests start the cluster themselves (scripts/pg-cluster.sh start test); starting
+# it here installs/initialises it up front and shows what happened. The cluster is stopped at the
+# end (also on failure) unless it was already running before.
+test:
+	@if scripts/pg-cluster.sh status test 2>/dev/null; then \
+	    echo "==> the test Postgres cluster is already running: it stays up afterwards"; \
+	else \
+	    trap 'printf "\n==> stopping the test Postgres cluster (it was not running before)\n"; scripts/pg-cluster.sh stop test' EXIT; \
+	    trap 'exit 130' INT; trap 'exit 143' TERM; \
+	fi; \
+	printf '\n==> starting the private test Postgres cluster (scripts/pg-cluster.sh start test)\n'; \
+	url="$$(scripts/pg-cluster.sh start test | tail -n 1)"; \
+	echo "    $$url"; \
+	$(MAKE) --no-print-directory js-deps; \
+	printf '\n==> running the tests (RUST_BACKTRACE=1 cargo test --all-targets)\n'; \
+	RUST_BACKTRACE=1 $(CARGO) test --all-targets
+
+lint:
+	$(call say,"checking formatting (cargo fmt --check)")
+	$(CARGO) fmt --check
+	$(call say,"running clippy (cargo clippy --all-targets -- -D warnings)")
+	$(CARGO) clippy --all-targets -- -D warnings
+
+demo:
+	$(call say,"starting the demo (scripts/demo.sh)")
+	scripts/demo.sh
+
+pg-stop:
+	$(call say,"stopping the test and demo Postgres clusters")
+	scripts/pg-cluster.sh stop test
+	scripts/pg-cluster.sh stop demo
+
+clean-pg:
+	$(call say,"stopping the test and demo Postgres clusters and deleting their data")
+	scripts/pg-cluster.sh clean test
+	scripts/pg-cluster.sh clean demo
