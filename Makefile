@@ -45,7 +45,11 @@ test:
 	echo "    $$url"; \
 	$(MAKE) --no-print-directory js-deps; \
 	printf '\n==> running the tests (RUST_BACKTRACE=1 cargo test --all-targets)\n'; \
-	RUST_BACKTRACE=1 $(CARGO) test --all-targets
+	mkdir -p target; \
+	set +e; RUST_BACKTRACE=1 $(CARGO) test --all-targets 2>&1 | tee target/test-output.log; status=$${PIPESTATUS[0]}; set -e; \
+	awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
+	     END { printf "\ntests: %d passed, %d failed\n", p, f }' target/test-output.log; \
+	exit $$status
 
 lint:
 	$(call say,"checking formatting (cargo fmt --check)")

@@ -13,13 +13,15 @@
 //! - [`assemble`]: committed transactions → document events (spec §3).
 //! - [`route`]: who receives each event and what they see (spec §4–5).
 //! - [`gateway`]: the Socket.IO and HTTP listener.
-//! - [`service`]: wires the stages; [`config`]: configuration; [`metrics`]: Prometheus.
+//! - [`service`]: wires the stages; [`preflight`]: `walcast check`; [`config`]: configuration;
+//!   [`metrics`]: Prometheus.
 
 pub mod assemble;
 pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod metrics;
+pub mod preflight;
 pub mod replication;
 pub mod route;
 pub mod service;

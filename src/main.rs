@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run => done(run(config).await),
             Command::Setup => done(setup(&config).await),
-            Command::Check => Ok(walcast::service::check(&config).await),
+            Command::Check => Ok(walcast::preflight::check(&config).await),
             Command::Demo { fixtures, pace_ms } => done(demo(config, fixtures, pace_ms).await),
         }
     });
