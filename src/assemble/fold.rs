@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::event::{Action, DocumentEvent, DocumentKey, EventOffset, TransactionEvents, View};
 use super::row::RowImage;
 use super::transaction::CommittedTransaction;
-use crate::replication::{ChangeKind, PG_EPOCH_OFFSET_MICROS};
+use crate::replication::{ChangeKind, Datum, PG_EPOCH_OFFSET_MICROS, TupleData};
 use crate::strapi::{StrapiModel, TableRole};
 
 /// The core-store key whose rewrite means Strapi (re)booted.
@@ -51,6 +51,15 @@ pub fn fold_transaction(model: &StrapiModel, tx: &CommittedTransaction) -> Trans
             ChangeKind::Delete => (change.old.as_ref(), Action::Delete),
         };
         let Some(tuple) = image else { continue };
+        // Unchanged TOAST values are not in the new tuple; the FULL old image has them.
+        let merged;
+        let tuple = match (change.kind, &change.old) {
+            (ChangeKind::Update, Some(old)) if tuple.contains(&Datum::UnchangedToast) => {
+                merged = fill_unchanged_toast(tuple, old);
+                &merged
+            }
+            _ => tuple,
+        };
         let row = RowImage::new(&change.relation, tuple);
         let Some(document_id) = row.text("document_id") else {
             // A default-identity delete carries only the id; resolving it is the identity
@@ -85,4 +94,54 @@ pub fn fold_transaction(model: &StrapiModel, tx: &CommittedTransaction) -> Trans
         });
     }
     out
+}
+
+/// The new tuple with each unchanged-TOAST column taken from the old image (REPLICA
+/// IDENTITY FULL sends it whole). Columns the old image lacks stay unchanged-TOAST and are
+/// left out of the payload rather than emitted wrong.
+pub fn fill_unchanged_toast(new: &TupleData, old: &TupleData) -> TupleData {
+    new.iter()
+        .enumerate()
+        .map(|(i, datum)| match (datum, old.get(i)) {
+            (
+                Datum::UnchangedToast,
+                Some(previous @ (Datum::Text(_) | Datum::Binary(_) | Datum::Null)),
+            ) => previous.clone(),
+            _ => datum.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn unchanged_toast_is_filled_from_the_old_image() {
+        let body = Datum::Text(Bytes::from_static(b"13 KB of body"));
+        let new = vec![
+            Datum::Text(Bytes::from_static(b"16")),
+            Datum::UnchangedToast,
+            Datum::Text(Bytes::from_static(b"4")),
+        ];
+        let old = vec![
+            Datum::Text(Bytes::from_static(b"16")),
+            body.clone(),
+            Datum::Text(Bytes::from_static(b"0")),
+        ];
+        let filled = fill_unchanged_toast(&new, &old);
+        assert_eq!(filled[1], body);
+        assert_eq!(filled[2], new[2]);
+        // A key-only old image cannot fill it: it stays marked, never invented.
+        let key_only = vec![
+            Datum::Text(Bytes::from_static(b"16")),
+            Datum::UnchangedToast,
+            Datum::Null,
+        ];
+        assert_eq!(
+            fill_unchanged_toast(&new, &key_only)[1],
+            Datum::UnchangedToast
+        );
+    }
 }
