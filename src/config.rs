@@ -494,6 +494,18 @@ impl Config {
                     );
                 }
             }
+            if let Err(why) = crate::strapi::Populate::parse(ct.populate.as_ref()) {
+                invalid(
+                    &format!("content_types[{i}].populate"),
+                    &ct.populate
+                        .as_ref()
+                        .map(|v| v.to_string())
+                        .unwrap_or_default(),
+                    &format!(
+                        "'*', true, a list of attribute names or a table in Strapi's object syntax ({why})"
+                    ),
+                );
+            }
         }
         if self.security.max_connections == 0 {
             invalid("security.max_connections", "0", "1 or more");

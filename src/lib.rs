@@ -11,6 +11,7 @@
 //! - [`replication`]: walsender bytes → ordered replication events; owns the slot position.
 //! - [`strapi`]: content types, table roles and naming rules, discovered from the database.
 //! - [`assemble`]: committed transactions → document events (spec §3).
+//! - [`populate`]: completes events through SQL (entries the WAL did not carry).
 //! - [`route`]: who receives each event and what they see (spec §4–5).
 //! - [`gateway`]: the Socket.IO and HTTP listener.
 //! - [`service`]: wires the stages; [`preflight`]: `walcast check`; [`config`]: configuration;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod metrics;
+pub mod populate;
 pub mod preflight;
 pub mod replication;
 pub mod route;

@@ -1,4 +1,4 @@
-//! Wires the stages together: replication → assemble → route → gateway.
+//! Wires the stages together: replication → assemble → populate → route → gateway.
 //!
 //! Connects things; holds no logic of its own. The replication task is the only one that
 //! watches the shutdown token: when it stops, the channel closes and the pipeline drains.
@@ -13,11 +13,16 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::assemble::{Assembled, TransactionBuffer, fold_transaction};
+use crate::assemble::{
+    Assembled, DocumentIndex, PopulateSettings, TransactionBuffer, TransactionEvents,
+    fold_transaction, snapshot,
+};
 use crate::config::Config;
 use crate::gateway::{self, Health};
+use crate::populate::EntryFetcher;
 use crate::replication::{ConnectParams, Lsn, ReplicationEvent, ReplicationStream, slot};
 use crate::route::{PermissionModel, Router};
+use crate::strapi::Populate;
 use crate::strapi::StrapiModel;
 
 /// Replication → pipeline channel, in events. Bounded so a slow pipeline stops reading the
@@ -38,8 +43,32 @@ pub async fn connect_sql(config: &Config) -> anyhow::Result<tokio_postgres::Clie
             warn!(error = %e, "sql connection closed");
         }
     });
+    // Values read through SQL must look like the walsender's (same session settings).
+    client
+        .batch_execute(
+            "SET DateStyle = ISO; SET TimeZone = 'UTC'; SET IntervalStyle = postgres; SET extra_float_digits = 1",
+        )
+        .await
+        .context("setting the session's DateStyle/TimeZone")?;
     Ok(client)
 }
+
+/// The `populate` setting of every configured content type (validated with the config).
+pub fn populate_settings(config: &Config) -> PopulateSettings {
+    config
+        .content_types
+        .iter()
+        .map(|ct| {
+            (
+                ct.uid.clone(),
+                Populate::parse(ct.populate.as_ref()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// A copy of every folded transaction, for tests and tools that watch the document model.
+pub type TransactionTap = mpsc::UnboundedSender<Arc<TransactionEvents>>;
 
 /// Creates the publication and slot if missing; returns what changed.
 pub async fn setup(
@@ -73,6 +102,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_tap(config, listener, shutdown, None).await
+}
+
+/// [`run`], sending a copy of every folded transaction to `tap`.
+pub async fn run_with_tap(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tap: Option<TransactionTap>,
+) -> anyhow::Result<()> {
     let client = connect_sql(&config).await?;
     for change in setup(&config, &client).await? {
         info!("setup: {change}");
@@ -84,6 +123,9 @@ pub async fn run(
         content_types = model.content_types.by_uid.len(),
         "strapi schema loaded"
     );
+    let index = snapshot::load(&client, &model.catalog)
+        .await
+        .context("reading the document index snapshot")?;
     let permissions = PermissionModel::load(&client)
         .await
         .context("reading permissions")?;
@@ -133,8 +175,21 @@ pub async fn run(
     {
         let io = io.clone();
         let health = Arc::clone(&health);
+        let config_for_pipeline = config.clone();
         tasks.spawn(async move {
-            pipeline(events_rx, client, model, router, io, handed_off_tx, health).await;
+            let pipeline = Pipeline {
+                client,
+                model,
+                populate: populate_settings(&config_for_pipeline),
+                index,
+                fetcher: EntryFetcher::default(),
+                router,
+                io,
+                handed_off: handed_off_tx,
+                health,
+                tap,
+            };
+            pipeline.run(events_rx).await;
             Ok(())
         });
     }
@@ -241,62 +296,100 @@ async fn probe_slot_lag(config: Config) {
     }
 }
 
-/// Assembles, folds, routes and emits, in WAL order; reports each transaction handed off.
-async fn pipeline(
-    mut events: mpsc::Receiver<ReplicationEvent>,
+/// The stages after replication, owned by one task: assemble, fold, populate, route, emit.
+struct Pipeline {
     client: tokio_postgres::Client,
-    mut model: Arc<StrapiModel>,
-    mut router: Router,
+    model: Arc<StrapiModel>,
+    populate: PopulateSettings,
+    index: DocumentIndex,
+    fetcher: EntryFetcher,
+    router: Router,
     io: SocketIo,
     handed_off: watch::Sender<Lsn>,
     health: Arc<Health>,
-) {
-    let mut buffer = TransactionBuffer::default();
-    while let Some(event) = events.recv().await {
-        if matches!(event, ReplicationEvent::Restarted) {
-            health.replicating.store(true, Ordering::Relaxed);
-        }
-        match buffer.push(event) {
-            None => {}
-            Some(Assembled::Message(message)) => {
-                deliver_custom(&io, std::slice::from_ref(&message)).await;
+    tap: Option<TransactionTap>,
+}
+
+impl Pipeline {
+    /// Assembles, folds, routes and emits, in WAL order; reports each transaction handed off.
+    async fn run(mut self, mut events: mpsc::Receiver<ReplicationEvent>) {
+        let mut buffer = TransactionBuffer::default();
+        while let Some(event) = events.recv().await {
+            if matches!(event, ReplicationEvent::Restarted) {
+                self.health.replicating.store(true, Ordering::Relaxed);
             }
-            Some(Assembled::Transaction(tx)) => {
-                let span = info_span!("transaction", commit_lsn = %tx.commit_lsn, changes = tx.changes.len());
-                async {
-                    crate::metrics::TRANSACTIONS.inc();
-                    crate::metrics::ROW_CHANGES.inc_by(tx.changes.len() as u64);
-                    let events = fold_transaction(&model, &tx);
-                    for event in &events.events {
-                        crate::metrics::EVENTS
-                            .with_label_values(&[&*event.key.uid, event.action.as_str()])
-                            .inc();
-                    }
-                    for delivery in router.route(&events) {
-                        gateway::socketio::emit(&io, &delivery).await;
-                    }
-                    deliver_custom(&io, &tx.messages).await;
-                    if events.schema_changed {
-                        match StrapiModel::load(&client).await {
-                            Ok(m) => {
-                                info!(content_types = m.content_types.by_uid.len(), "strapi schema reloaded");
-                                crate::metrics::SCHEMA_RELOADS.inc();
-                                model = m;
-                            }
-                            Err(e) => warn!(error = %e, "schema reload failed; keeping the previous schema"),
-                        }
-                    }
-                    if events.auth_changed {
-                        match PermissionModel::load(&client).await {
-                            Ok(p) => router.permissions = p,
-                            Err(e) => warn!(error = %e, "permission reload failed; keeping the previous model"),
-                        }
-                    }
+            match buffer.push(event) {
+                None => {}
+                Some(Assembled::Message(message)) => {
+                    deliver_custom(&self.io, std::slice::from_ref(&message)).await;
                 }
-                .instrument(span)
-                .await;
-                handed_off.send_replace(tx.end_lsn);
-                crate::metrics::record_handoff();
+                Some(Assembled::Transaction(tx)) => {
+                    let span = info_span!("transaction", commit_lsn = %tx.commit_lsn, changes = tx.changes.len());
+                    let end_lsn = tx.end_lsn;
+                    self.transaction(tx).instrument(span).await;
+                    self.handed_off.send_replace(end_lsn);
+                    crate::metrics::record_handoff();
+                }
+            }
+        }
+    }
+
+    async fn transaction(&mut self, tx: crate::assemble::CommittedTransaction) {
+        crate::metrics::TRANSACTIONS.inc();
+        crate::metrics::ROW_CHANGES.inc_by(tx.changes.len() as u64);
+        let mut events = fold_transaction(&self.model, &self.populate, &mut self.index, &tx);
+        if let Err(e) = self
+            .fetcher
+            .complete(&self.client, &self.model, &mut events)
+            .await
+        {
+            warn!(error = %e, "reading entries the WAL did not carry failed; their payloads name only the document");
+        }
+        for event in &events.events {
+            crate::metrics::EVENTS
+                .with_label_values(&[&*event.key.uid, event.action.as_str()])
+                .inc();
+        }
+        for delivery in self.router.route(&events) {
+            gateway::socketio::emit(&self.io, &delivery).await;
+        }
+        deliver_custom(&self.io, &tx.messages).await;
+        if events.schema_changed {
+            self.reload_schema().await;
+        }
+        if events.auth_changed {
+            match PermissionModel::load(&self.client).await {
+                Ok(p) => self.router.permissions = p,
+                Err(e) => warn!(error = %e, "permission reload failed; keeping the previous model"),
+            }
+        }
+        if let Some(tap) = &self.tap {
+            let _ = tap.send(Arc::new(events));
+        }
+    }
+
+    /// Strapi rewrote its schema row: new model, new index.
+    async fn reload_schema(&mut self) {
+        let model = match StrapiModel::load(&self.client).await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "schema reload failed; keeping the previous schema");
+                return;
+            }
+        };
+        match snapshot::load(&self.client, &model.catalog).await {
+            Ok(index) => {
+                info!(
+                    content_types = model.content_types.by_uid.len(),
+                    "strapi schema reloaded"
+                );
+                crate::metrics::SCHEMA_RELOADS.inc();
+                self.model = model;
+                self.index = index;
+                self.fetcher.clear();
+            }
+            Err(e) => {
+                warn!(error = %e, "re-reading the document index failed; keeping the previous schema")
             }
         }
     }

@@ -104,8 +104,12 @@ pub struct DocumentEvent {
     pub singular_name: Arc<str>,
     pub view: View,
     pub action: Action,
-    /// The entry as it now is in this view (`None` for deletes).
+    /// The entry as it now is in this view: from the transaction's row image when it has
+    /// one; `None` for deletes and until fetched when the row was not rewritten (a
+    /// relation-only change) or its image lacks an unchanged TOAST value.
     pub entry: Option<Arc<Entry>>,
+    /// The row that is this view of the document now (`None` for deletes).
+    pub row_id: Option<i64>,
     /// The row id the view had before a delete.
     pub deleted_id: Option<i64>,
     pub offset: EventOffset,

@@ -43,7 +43,7 @@ impl Serialize for PluginIoAttributes<'_> {
 pub fn payload_of(event: &DocumentEvent, format: PayloadFormat) -> SharedPayload {
     let text = match (format, event.action, &event.entry) {
         (PayloadFormat::Strapi, Action::Delete, _) | (PayloadFormat::Strapi, _, None) => json!({
-            "id": event.deleted_id,
+            "id": event.deleted_id.or(event.row_id),
             "documentId": event.key.document_id,
             "locale": event.key.locale,
         })
@@ -52,7 +52,7 @@ pub fn payload_of(event: &DocumentEvent, format: PayloadFormat) -> SharedPayload
             serde_json::to_string(&**entry).expect("JSON maps always serialize")
         }
         (PayloadFormat::PluginIo, Action::Delete, _) | (PayloadFormat::PluginIo, _, None) => {
-            json!({ "data": { "id": event.deleted_id, "documentId": event.key.document_id } })
+            json!({ "data": { "id": event.deleted_id.or(event.row_id), "documentId": event.key.document_id } })
                 .to_string()
         }
         (PayloadFormat::PluginIo, _, Some(entry)) => serde_json::to_string(&PluginIoEntry {
@@ -88,6 +88,7 @@ mod tests {
             view: View::Published,
             action,
             entry: (action != Action::Delete).then(|| Arc::new(entry)),
+            row_id: (action != Action::Delete).then_some(7),
             deleted_id: (action == Action::Delete).then_some(7),
             offset: EventOffset {
                 commit_lsn: Lsn(1),

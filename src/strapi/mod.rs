@@ -5,11 +5,13 @@
 
 pub mod catalog;
 pub mod naming;
+pub mod populate;
 pub mod schema;
 
 use std::sync::Arc;
 
-pub use catalog::{AuthTable, Catalog, TableRole};
+pub use catalog::{AuthTable, Catalog, LinkTable, RelationSide, TableRole};
+pub use populate::Populate;
 pub use schema::{Attribute, AttributeKind, ContentType, ContentTypes, Kind, SchemaError};
 
 /// Everything walcast knows about the app at one moment.

@@ -34,6 +34,9 @@ pub enum AttributeKind {
         relation: String,
         mapped_by: Option<String>,
         inversed_by: Option<String>,
+        /// Whether the relation lives in a link table (`false` for the creator columns and
+        /// morph relations).
+        join_table: bool,
     },
     /// Media (`files_related_mph`).
     Media {
@@ -154,12 +157,17 @@ fn parse_attribute(name: &str, attr: &Value) -> Option<Attribute> {
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let kind = match attr.get("type").and_then(Value::as_str)? {
-        "relation" => AttributeKind::Relation {
-            target: get_str("target").unwrap_or_default(),
-            relation: get_str("relation").unwrap_or_default(),
-            mapped_by: get_str("mappedBy"),
-            inversed_by: get_str("inversedBy"),
-        },
+        "relation" => {
+            let relation = get_str("relation").unwrap_or_default();
+            AttributeKind::Relation {
+                target: get_str("target").unwrap_or_default(),
+                join_table: attr.get("useJoinTable").and_then(Value::as_bool) != Some(false)
+                    && !relation.starts_with("morph"),
+                relation,
+                mapped_by: get_str("mappedBy"),
+                inversed_by: get_str("inversedBy"),
+            }
+        }
         "media" => AttributeKind::Media {
             multiple: attr
                 .get("multiple")
@@ -217,6 +225,11 @@ pub enum SchemaError {
 #[derive(Debug, Clone, Default)]
 pub struct ContentTypes {
     pub by_uid: BTreeMap<String, Arc<ContentType>>,
+    /// `info.singularName` of every model in the schema (plugin and admin ones too): link
+    /// tables name their columns after it.
+    pub singular_names: BTreeMap<String, String>,
+    /// Component UID → table (`shared.seo` → `components_shared_seos`).
+    pub components: BTreeMap<String, String>,
 }
 
 impl ContentTypes {
@@ -225,8 +238,12 @@ impl ContentTypes {
     pub fn from_core_store(value: &str) -> Result<Self, SchemaError> {
         let json: Value = serde_json::from_str(value).map_err(SchemaError::NotJson)?;
         let mut by_uid = BTreeMap::new();
+        let mut singular_names = BTreeMap::new();
         if let Some(map) = json.as_object() {
             for (uid, entry) in map {
+                if let Some(name) = entry.pointer("/info/singularName").and_then(Value::as_str) {
+                    singular_names.insert(uid.clone(), name.to_owned());
+                }
                 if !uid.starts_with("api::") {
                     continue;
                 }
@@ -234,7 +251,11 @@ impl ContentTypes {
                 by_uid.insert(uid.clone(), Arc::new(ct));
             }
         }
-        Ok(ContentTypes { by_uid })
+        Ok(ContentTypes {
+            by_uid,
+            singular_names,
+            components: BTreeMap::new(),
+        })
     }
 
     /// Reads the core-store row through an ordinary connection.
@@ -248,8 +269,81 @@ impl ContentTypes {
             .map_err(SchemaError::Query)?
             .ok_or(SchemaError::Missing)?;
         let value: String = row.get(0);
-        Self::from_core_store(&value)
+        let mut types = Self::from_core_store(&value)?;
+        types.components = load_components(client).await?;
+        Ok(types)
     }
+}
+
+/// Component UIDs from the content manager's configuration rows, mapped to their tables
+/// through `strapi_database_schema` (Strapi names a component's table
+/// `components_<category>_<pluralized name>`; the database schema says which table exists).
+async fn load_components(
+    client: &tokio_postgres::Client,
+) -> Result<BTreeMap<String, String>, SchemaError> {
+    const PREFIX: &str = "plugin_content_manager_configuration_components::";
+    let uids: Vec<String> = client
+        .query(
+            "SELECT substr(key, length($1) + 1) FROM strapi_core_store_settings WHERE key LIKE $1 || '%'",
+            &[&PREFIX],
+        )
+        .await
+        .map_err(SchemaError::Query)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // The database schema row; fall back to the catalog when Strapi did not write one.
+    let tables: Vec<String> = match client
+        .query_opt("SELECT schema::text FROM strapi_database_schema ORDER BY id DESC LIMIT 1", &[])
+        .await
+    {
+        Ok(Some(row)) => {
+            let schema: String = row.get(0);
+            serde_json::from_str::<Value>(&schema)
+                .ok()
+                .and_then(|v| v.get("tables").and_then(Value::as_array).cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        }
+        _ => client
+            .query(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() AND table_name LIKE 'components\\_%'",
+                &[],
+            )
+            .await
+            .map_err(SchemaError::Query)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    };
+    Ok(uids
+        .iter()
+        .filter_map(|uid| component_table(uid, &tables).map(|t| (uid.clone(), t)))
+        .collect())
+}
+
+/// The table of component `uid` among `tables`: `components_<category>_<name>` followed by
+/// the plural ending, the shortest such name that is not a link or `_cmps` table.
+pub fn component_table(uid: &str, tables: &[String]) -> Option<String> {
+    let (category, name) = uid.split_once('.')?;
+    let stem = format!(
+        "components_{}_{}",
+        naming::snake_case(category),
+        naming::snake_case(name)
+    );
+    let short = naming::table_name(&stem);
+    tables
+        .iter()
+        .filter(|t| {
+            (t.starts_with(&stem) || t.starts_with(&short))
+                && !t.ends_with("_cmps")
+                && !t.ends_with("_lnk")
+                && t.len() <= stem.len() + 3
+        })
+        .min_by_key(|t| t.len())
+        .cloned()
 }
 
 #[cfg(test)]
@@ -270,6 +364,28 @@ mod tests {
             + "'strapi_content_types_schema', '".len();
         let end = line.rfind("', 'object'").unwrap();
         ContentTypes::from_core_store(&line[start..end].replace("''", "'")).unwrap()
+    }
+
+    #[test]
+    fn component_tables_follow_the_plural_rule() {
+        let tables: Vec<String> = [
+            "components_shared_seos",
+            "components_shared_seos_cmps",
+            "components_shared_quotes",
+            "components_shared_rich_texts",
+            "components_shared_seo_extras",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            component_table("shared.seo", &tables).as_deref(),
+            Some("components_shared_seos")
+        );
+        assert_eq!(
+            component_table("shared.rich-text", &tables).as_deref(),
+            Some("components_shared_rich_texts")
+        );
+        assert_eq!(component_table("shared.missing", &tables), None);
     }
 
     #[test]

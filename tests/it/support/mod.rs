@@ -293,11 +293,24 @@ pub struct Walcast {
 impl Walcast {
     /// Starts walcast and waits until replication is streaming.
     pub async fn start(config: Config) -> Self {
+        Self::start_with_tap(config, None).await
+    }
+
+    /// [`Walcast::start`], with every folded transaction copied to `tap`.
+    pub async fn start_with_tap(
+        config: Config,
+        tap: Option<walcast::service::TransactionTap>,
+    ) -> Self {
         config.validate().expect("test config validates");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(walcast::run(config, listener, shutdown.clone()));
+        let task = tokio::spawn(walcast::service::run_with_tap(
+            config,
+            listener,
+            shutdown.clone(),
+            tap,
+        ));
         let walcast = Walcast {
             addr,
             shutdown,
