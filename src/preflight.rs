@@ -56,7 +56,7 @@ pub async fn check(config: &Config) -> std::process::ExitCode {
         )),
         Err(e) => report(Err(format!("reading role attributes: {e}"))),
     }
-    match StrapiModel::load(&client).await {
+    match StrapiModel::load_with_app_dir(&client, config.strapi.app_dir.as_deref()).await {
         Ok(model) => {
             let uids: Vec<&str> = model
                 .content_types
@@ -98,7 +98,8 @@ pub async fn check(config: &Config) -> std::process::ExitCode {
         }
         Err(e) => report(Err(format!("{e}"))),
     }
-    if let Ok(model) = StrapiModel::load(&client).await
+    if let Ok(model) =
+        StrapiModel::load_with_app_dir(&client, config.strapi.app_dir.as_deref()).await
         && let Ok(content) = slot::existing_tables(&client, &model.catalog.content_tables()).await
         && let Ok(identities) = slot::replica_identities(&client, &content).await
     {

@@ -75,7 +75,7 @@ pub async fn setup(
     config: &Config,
     client: &tokio_postgres::Client,
 ) -> anyhow::Result<Vec<String>> {
-    let model = StrapiModel::load(client)
+    let model = StrapiModel::load_with_app_dir(client, config.strapi.app_dir.as_deref())
         .await
         .context("reading the Strapi schema")?;
     let wanted = model.catalog.watched_tables();
@@ -116,7 +116,7 @@ pub async fn run_with_tap(
     for change in setup(&config, &client).await? {
         info!("setup: {change}");
     }
-    let model = StrapiModel::load(&client)
+    let model = StrapiModel::load_with_app_dir(&client, config.strapi.app_dir.as_deref())
         .await
         .context("reading the Strapi schema")?;
     info!(
@@ -178,9 +178,10 @@ pub async fn run_with_tap(
         let config_for_pipeline = config.clone();
         tasks.spawn(async move {
             let pipeline = Pipeline {
+                populate: populate_settings(&config_for_pipeline),
+                config: config_for_pipeline,
                 client,
                 model,
-                populate: populate_settings(&config_for_pipeline),
                 index,
                 fetcher: EntryFetcher::default(),
                 router,
@@ -298,6 +299,7 @@ async fn probe_slot_lag(config: Config) {
 
 /// The stages after replication, owned by one task: assemble, fold, populate, route, emit.
 struct Pipeline {
+    config: Config,
     client: tokio_postgres::Client,
     model: Arc<StrapiModel>,
     populate: PopulateSettings,
@@ -368,9 +370,25 @@ impl Pipeline {
         }
     }
 
-    /// Strapi rewrote its schema row: new model, new index.
+    /// Strapi rewrote its schema row: new model, publication extended to new tables, new
+    /// index.
     async fn reload_schema(&mut self) {
-        let model = match StrapiModel::load(&self.client).await {
+        match setup(&self.config, &self.client).await {
+            Ok(changes) => {
+                for change in changes {
+                    info!("setup after schema change: {change}");
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "updating the publication after a schema change failed; new tables are not watched until `walcast setup` runs")
+            }
+        }
+        let model = match StrapiModel::load_with_app_dir(
+            &self.client,
+            self.config.strapi.app_dir.as_deref(),
+        )
+        .await
+        {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "schema reload failed; keeping the previous schema");

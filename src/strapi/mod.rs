@@ -35,4 +35,19 @@ impl StrapiModel {
     pub async fn load(client: &tokio_postgres::Client) -> Result<Arc<Self>, SchemaError> {
         Ok(Arc::new(Self::new(ContentTypes::load(client).await?)))
     }
+
+    /// Loads the schema from the database; with `app_dir`, the project's
+    /// `src/components/**.json` name the component tables (they win over the database).
+    pub async fn load_with_app_dir(
+        client: &tokio_postgres::Client,
+        app_dir: Option<&std::path::Path>,
+    ) -> Result<Arc<Self>, SchemaError> {
+        let mut types = ContentTypes::load(client).await?;
+        if let Some(dir) = app_dir {
+            types
+                .components
+                .extend(schema::components_from_app_dir(dir)?);
+        }
+        Ok(Arc::new(Self::new(types)))
+    }
 }

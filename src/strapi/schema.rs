@@ -209,6 +209,8 @@ fn parse_attribute(name: &str, attr: &Value) -> Option<Attribute> {
 /// Why the schema could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
+    #[error("strapi.app_dir: cannot read {path}: {error}")]
+    AppDir { path: String, error: String },
     #[error("content type {uid}: {what}")]
     Malformed { uid: String, what: String },
     #[error("the core-store row strapi_content_types_schema is not valid JSON")]
@@ -324,6 +326,44 @@ async fn load_components(
         .collect())
 }
 
+/// Component UID → table from a Strapi project's `src/components/<category>/<name>.json`.
+pub fn components_from_app_dir(
+    app_dir: &std::path::Path,
+) -> Result<BTreeMap<String, String>, SchemaError> {
+    let root = app_dir.join("src/components");
+    let unreadable = |e: std::io::Error| SchemaError::AppDir {
+        path: root.display().to_string(),
+        error: e.to_string(),
+    };
+    let mut out = BTreeMap::new();
+    for category in std::fs::read_dir(&root).map_err(unreadable)? {
+        let category = category.map_err(unreadable)?;
+        if !category.file_type().map_err(unreadable)?.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(category.path()).map_err(unreadable)? {
+            let path = file.map_err(unreadable)?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(unreadable)?;
+            let json: Value = serde_json::from_str(&text).map_err(|e| SchemaError::AppDir {
+                path: path.display().to_string(),
+                error: e.to_string(),
+            })?;
+            let (Some(cat), Some(name), Some(collection)) = (
+                category.file_name().to_str().map(str::to_owned),
+                path.file_stem().and_then(|s| s.to_str()).map(str::to_owned),
+                json.get("collectionName").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            out.insert(format!("{cat}.{name}"), naming::table_name(collection));
+        }
+    }
+    Ok(out)
+}
+
 /// The table of component `uid` among `tables`: `components_<category>_<name>` followed by
 /// the plural ending, the shortest such name that is not a link or `_cmps` table.
 pub fn component_table(uid: &str, tables: &[String]) -> Option<String> {
@@ -364,6 +404,19 @@ mod tests {
             + "'strapi_content_types_schema', '".len();
         let end = line.rfind("', 'object'").unwrap();
         ContentTypes::from_core_store(&line[start..end].replace("''", "'")).unwrap()
+    }
+
+    #[test]
+    fn components_from_the_projects_json_files() {
+        let app = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/strapi-5.54/app");
+        let components = components_from_app_dir(std::path::Path::new(app)).unwrap();
+        assert_eq!(components["shared.seo"], "components_shared_seos");
+        assert_eq!(
+            components["shared.rich-text"],
+            "components_shared_rich_texts"
+        );
+        assert_eq!(components.len(), 3);
+        assert!(components_from_app_dir(std::path::Path::new("/nonexistent")).is_err());
     }
 
     #[test]

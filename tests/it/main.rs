@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod document_model;
 mod golden;
 mod replication;
 mod skeleton;
