@@ -15,7 +15,8 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::assemble::{Assembled, TransactionBuffer, fold_transaction};
 use crate::config::Config;
-use crate::gateway::{self, Health};
+use crate::deliver::{Handoff, ReplayLimits, ReplayLog};
+use crate::gateway::{self, Health, Resume};
 use crate::replication::{ConnectParams, Lsn, ReplicationEvent, ReplicationStream, slot};
 use crate::route::{PermissionModel, Router};
 use crate::strapi::StrapiModel;
@@ -88,14 +89,28 @@ pub async fn run(
         .await
         .context("reading permissions")?;
     let router = Router::new(&config, permissions);
+    let (router_tx, router_rx) = watch::channel(router.clone());
+    let replay = {
+        let dir = config.delivery.replay_dir.clone();
+        let limits = ReplayLimits::from_config(&config.delivery);
+        tokio::task::spawn_blocking(move || ReplayLog::open(&dir, limits))
+            .await
+            .context("opening the replay log")??
+    };
 
     let health = Arc::new(Health::default());
-    let (app, io) = gateway::build(&config, Arc::clone(&health));
+    let resume = Resume {
+        log: replay.clone(),
+        router: router_rx,
+    };
+    let (app, io) = gateway::build(&config, Arc::clone(&health), resume);
     let addr = listener.local_addr()?;
     info!(%addr, path = %config.server.path, "walcast listening");
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let (handed_off_tx, handed_off_rx) = watch::channel(Lsn(0));
+    // The slot's flush LSN advances only once the replay log is fsynced up to there.
+    let (handoff, syncer) = replay.handoff(handed_off_tx);
     let mut params = ConnectParams::from_config(&config.postgres());
     params.application_name = format!("walcast {}", config.replication.slot);
     let stream = ReplicationStream {
@@ -130,12 +145,20 @@ pub async fn run(
             result.map_err(anyhow::Error::from).context("replication")
         });
     }
+    tasks.spawn(async move { syncer.run().await.context("replay log") });
     {
         let io = io.clone();
         let health = Arc::clone(&health);
+        let stages = Stages {
+            router,
+            router_view: router_tx,
+            replay,
+            handoff,
+        };
         tasks.spawn(async move {
-            pipeline(events_rx, client, model, router, io, handed_off_tx, health).await;
-            Ok(())
+            pipeline(events_rx, client, model, stages, io, health)
+                .await
+                .context("pipeline")
         });
     }
     {
@@ -241,16 +264,32 @@ async fn probe_slot_lag(config: Config) {
     }
 }
 
-/// Assembles, folds, routes and emits, in WAL order; reports each transaction handed off.
+/// What the pipeline routes and delivers with.
+struct Stages {
+    router: Router,
+    /// The router as resuming sockets see it (updated on permission reloads).
+    router_view: watch::Sender<Router>,
+    replay: ReplayLog,
+    handoff: Handoff,
+}
+
+/// Assembles, folds, routes, logs and emits, in WAL order; reports each transaction handed
+/// off. Ends when replication stops, or when the replay log cannot be written (nothing may be
+/// confirmed to Postgres that the log does not hold).
 async fn pipeline(
     mut events: mpsc::Receiver<ReplicationEvent>,
     client: tokio_postgres::Client,
     mut model: Arc<StrapiModel>,
-    mut router: Router,
+    stages: Stages,
     io: SocketIo,
-    handed_off: watch::Sender<Lsn>,
     health: Arc<Health>,
-) {
+) -> Result<(), crate::deliver::ReplayLogError> {
+    let Stages {
+        mut router,
+        router_view,
+        replay,
+        handoff,
+    } = stages;
     let mut buffer = TransactionBuffer::default();
     while let Some(event) = events.recv().await {
         if matches!(event, ReplicationEvent::Restarted) {
@@ -272,8 +311,13 @@ async fn pipeline(
                             .with_label_values(&[&*event.key.uid, event.action.as_str()])
                             .inc();
                     }
-                    for delivery in router.route(&events) {
-                        gateway::socketio::emit(&io, &delivery).await;
+                    // Logged before emitted; resent ones (already logged) come back filtered out.
+                    let deliveries = replay.append(router.route(&events))?;
+                    {
+                        let _live = replay.live_turn(&deliveries).await;
+                        for delivery in &deliveries {
+                            gateway::socketio::emit(&io, delivery).await;
+                        }
                     }
                     deliver_custom(&io, &tx.messages).await;
                     if events.schema_changed {
@@ -288,16 +332,20 @@ async fn pipeline(
                     }
                     if events.auth_changed {
                         match PermissionModel::load(&client).await {
-                            Ok(p) => router.permissions = p,
+                            Ok(p) => {
+                                router.permissions = p;
+                                router_view.send_replace(router.clone());
+                            }
                             Err(e) => warn!(error = %e, "permission reload failed; keeping the previous model"),
                         }
                     }
+                    Ok::<_, crate::deliver::ReplayLogError>(())
                 }
                 .instrument(span)
-                .await;
-                handed_off.send_replace(tx.end_lsn);
-                crate::metrics::record_handoff();
+                .await?;
+                handoff.send(tx.end_lsn);
             }
         }
     }
+    Ok(())
 }
