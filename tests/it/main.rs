@@ -4,4 +4,5 @@ mod support;
 
 mod cli;
 mod replication;
+mod resume;
 mod skeleton;
