@@ -237,8 +237,11 @@ impl Default for RateLimitConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
+    /// The replay log keeps at most this many events (oldest dropped first).
     pub replay_max_events: usize,
+    /// ...and none older than this.
     pub replay_max_age_secs: u64,
+    /// Where the replay log's segment files live (`WALCAST_REPLAY_DIR`); created if missing.
     pub replay_dir: PathBuf,
 }
 
@@ -506,6 +509,19 @@ impl Config {
                     ),
                 );
             }
+        }
+        if self.delivery.replay_max_events == 0 {
+            invalid("delivery.replay_max_events", "0", "1 or more");
+        }
+        if self.delivery.replay_max_age_secs == 0 {
+            invalid("delivery.replay_max_age_secs", "0", "1 or more");
+        }
+        if self.delivery.replay_dir.as_os_str().is_empty() {
+            invalid(
+                "delivery.replay_dir",
+                "",
+                "a directory walcast may create and write, e.g. ./.walcast/replay",
+            );
         }
         if self.security.max_connections == 0 {
             invalid("security.max_connections", "0", "1 or more");

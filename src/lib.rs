@@ -1,10 +1,10 @@
 //! walcast: real-time Socket.IO events for Strapi v5, straight from Postgres's WAL.
 //!
 //! ```text
-//! Postgres WAL ──► replication ──► assemble ──► route ──► gateway ──► socket.io clients
-//!  (pgoutput)      (LSN, feedback,  (rows of one  (rooms,     (Socket.IO + HTTP)
-//!                   resume)          commit →      permissions,
-//!                                    documents)    payloads)
+//! Postgres WAL ──► replication ──► assemble ──► route ──► deliver ──► gateway ──► socket.io clients
+//!  (pgoutput)      (LSN, feedback,  (rows of one  (rooms,     (replay log:  (Socket.IO + HTTP)
+//!                   resume)          commit →      permissions, durable,
+//!                                    documents)    payloads)    bounded)
 //!                         strapi: read-only model of the app, consulted by every stage
 //! ```
 //!
@@ -13,12 +13,14 @@
 //! - [`assemble`]: committed transactions → document events (spec §3).
 //! - [`populate`]: completes events through SQL (entries the WAL did not carry).
 //! - [`route`]: who receives each event and what they see (spec §4–5).
+//! - [`deliver`]: the durable replay log that lets clients resume with `auth.offset` (spec §6).
 //! - [`gateway`]: the Socket.IO and HTTP listener.
 //! - [`service`]: wires the stages; [`preflight`]: `walcast check`; [`config`]: configuration;
 //!   [`metrics`]: Prometheus.
 
 pub mod assemble;
 pub mod config;
+pub mod deliver;
 pub mod demo;
 pub mod gateway;
 pub mod metrics;

@@ -137,6 +137,37 @@ pub static SLOT_LAG_SECONDS: LazyLock<Gauge> = LazyLock::new(|| {
     g
 });
 
+pub static REPLAY_LOG_EVENTS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "walcast_replay_log_events",
+        "events held in the replay log for resuming clients",
+    )
+});
+pub static REPLAY_LOG_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "walcast_replay_log_bytes",
+        "bytes of the replay log's segment files on disk",
+    )
+});
+pub static REPLAY_LOG_TRUNCATED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_replay_log_truncated_bytes_total",
+        "bytes of torn or corrupt replay log tails cut off when the log was opened",
+    )
+});
+pub static REPLAYED_EVENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_replayed_events_total",
+        "events replayed from the log to resuming sockets",
+    )
+});
+pub static REPLAY_GAPS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_replay_gaps_total",
+        "resuming sockets told walcast:gap because the log no longer held what they missed",
+    )
+});
+
 static LAST_HANDOFF: LazyLock<std::sync::Mutex<std::time::Instant>> =
     LazyLock::new(|| std::sync::Mutex::new(std::time::Instant::now()));
 
@@ -177,6 +208,11 @@ pub fn render() -> String {
         &*SLOT_LAG_BYTES,
         &*SLOT_RETAINED_BYTES,
         &*SLOT_LAG_SECONDS,
+        &*REPLAY_LOG_EVENTS,
+        &*REPLAY_LOG_BYTES,
+        &*REPLAY_LOG_TRUNCATED_BYTES,
+        &*REPLAYED_EVENTS,
+        &*REPLAY_GAPS,
     );
     let encoder = prometheus::TextEncoder::new();
     encoder

@@ -18,7 +18,8 @@ use crate::assemble::{
     fold_transaction, snapshot,
 };
 use crate::config::Config;
-use crate::gateway::{self, Health};
+use crate::deliver::{Handoff, ReplayLimits, ReplayLog};
+use crate::gateway::{self, Health, Resume};
 use crate::populate::EntryFetcher;
 use crate::replication::{ConnectParams, Lsn, ReplicationEvent, ReplicationStream, slot};
 use crate::route::{PermissionModel, Router};
@@ -130,14 +131,28 @@ pub async fn run_with_tap(
         .await
         .context("reading permissions")?;
     let router = Router::new(&config, permissions);
+    let (router_tx, router_rx) = watch::channel(router.clone());
+    let replay = {
+        let dir = config.delivery.replay_dir.clone();
+        let limits = ReplayLimits::from_config(&config.delivery);
+        tokio::task::spawn_blocking(move || ReplayLog::open(&dir, limits))
+            .await
+            .context("opening the replay log")??
+    };
 
     let health = Arc::new(Health::default());
-    let (app, io) = gateway::build(&config, Arc::clone(&health));
+    let resume = Resume {
+        log: replay.clone(),
+        router: router_rx,
+    };
+    let (app, io) = gateway::build(&config, Arc::clone(&health), resume);
     let addr = listener.local_addr()?;
     info!(%addr, path = %config.server.path, "walcast listening");
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let (handed_off_tx, handed_off_rx) = watch::channel(Lsn(0));
+    // The slot's flush LSN advances only once the replay log is fsynced up to there.
+    let (handoff, syncer) = replay.handoff(handed_off_tx);
     let mut params = ConnectParams::from_config(&config.postgres());
     params.application_name = format!("walcast {}", config.replication.slot);
     let stream = ReplicationStream {
@@ -172,6 +187,7 @@ pub async fn run_with_tap(
             result.map_err(anyhow::Error::from).context("replication")
         });
     }
+    tasks.spawn(async move { syncer.run().await.context("replay log") });
     {
         let io = io.clone();
         let health = Arc::clone(&health);
@@ -185,13 +201,14 @@ pub async fn run_with_tap(
                 index,
                 fetcher: EntryFetcher::default(),
                 router,
+                router_view: router_tx,
+                replay,
+                handoff,
                 io,
-                handed_off: handed_off_tx,
                 health,
                 tap,
             };
-            pipeline.run(events_rx).await;
-            Ok(())
+            pipeline.run(events_rx).await.context("pipeline")
         });
     }
     {
@@ -297,7 +314,8 @@ async fn probe_slot_lag(config: Config) {
     }
 }
 
-/// The stages after replication, owned by one task: assemble, fold, populate, route, emit.
+/// The stages after replication, owned by one task: assemble, fold, populate, route, log,
+/// emit.
 struct Pipeline {
     config: Config,
     client: tokio_postgres::Client,
@@ -306,15 +324,23 @@ struct Pipeline {
     index: DocumentIndex,
     fetcher: EntryFetcher,
     router: Router,
+    /// The router as resuming sockets see it (updated on permission reloads).
+    router_view: watch::Sender<Router>,
+    replay: ReplayLog,
+    handoff: Handoff,
     io: SocketIo,
-    handed_off: watch::Sender<Lsn>,
     health: Arc<Health>,
     tap: Option<TransactionTap>,
 }
 
 impl Pipeline {
-    /// Assembles, folds, routes and emits, in WAL order; reports each transaction handed off.
-    async fn run(mut self, mut events: mpsc::Receiver<ReplicationEvent>) {
+    /// Assembles, folds, routes, logs and emits, in WAL order; reports each transaction
+    /// handed off. Ends when replication stops, or when the replay log cannot be written
+    /// (nothing may be confirmed to Postgres that the log does not hold).
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<ReplicationEvent>,
+    ) -> Result<(), crate::deliver::ReplayLogError> {
         let mut buffer = TransactionBuffer::default();
         while let Some(event) = events.recv().await {
             if matches!(event, ReplicationEvent::Restarted) {
@@ -328,15 +354,18 @@ impl Pipeline {
                 Some(Assembled::Transaction(tx)) => {
                     let span = info_span!("transaction", commit_lsn = %tx.commit_lsn, changes = tx.changes.len());
                     let end_lsn = tx.end_lsn;
-                    self.transaction(tx).instrument(span).await;
-                    self.handed_off.send_replace(end_lsn);
-                    crate::metrics::record_handoff();
+                    self.transaction(tx).instrument(span).await?;
+                    self.handoff.send(end_lsn);
                 }
             }
         }
+        Ok(())
     }
 
-    async fn transaction(&mut self, tx: crate::assemble::CommittedTransaction) {
+    async fn transaction(
+        &mut self,
+        tx: crate::assemble::CommittedTransaction,
+    ) -> Result<(), crate::deliver::ReplayLogError> {
         crate::metrics::TRANSACTIONS.inc();
         crate::metrics::ROW_CHANGES.inc_by(tx.changes.len() as u64);
         let mut events = fold_transaction(&self.model, &self.populate, &mut self.index, &tx);
@@ -352,8 +381,13 @@ impl Pipeline {
                 .with_label_values(&[&*event.key.uid, event.action.as_str()])
                 .inc();
         }
-        for delivery in self.router.route(&events) {
-            gateway::socketio::emit(&self.io, &delivery).await;
+        // Logged before emitted; resent ones (already logged) come back filtered out.
+        let deliveries = self.replay.append(self.router.route(&events))?;
+        {
+            let _live = self.replay.live_turn(&deliveries).await;
+            for delivery in &deliveries {
+                gateway::socketio::emit(&self.io, delivery).await;
+            }
         }
         deliver_custom(&self.io, &tx.messages).await;
         if events.schema_changed {
@@ -361,13 +395,17 @@ impl Pipeline {
         }
         if events.auth_changed {
             match PermissionModel::load(&self.client).await {
-                Ok(p) => self.router.permissions = p,
+                Ok(p) => {
+                    self.router.permissions = p;
+                    self.router_view.send_replace(self.router.clone());
+                }
                 Err(e) => warn!(error = %e, "permission reload failed; keeping the previous model"),
             }
         }
         if let Some(tap) = &self.tap {
             let _ = tap.send(Arc::new(events));
         }
+        Ok(())
     }
 
     /// Strapi rewrote its schema row: new model, publication extended to new tables, new

@@ -149,9 +149,15 @@ pub fn fold_transaction(
         }
     }
 
-    // Replayed transactions the snapshot already contains: their "before" is unknown, so
-    // every touched view counts as changed (at-least-once: never miss an event).
+    // A transaction the snapshot already contains (resent by the slot after a restart): its
+    // rows are taken back out of the index as far as the images allow (inserts removed, FULL
+    // old images restored) and every view that existed counts as changed (at-least-once).
     let known_before = tx.end_lsn > index.snapshot_lsn;
+    if !known_before {
+        for change in tx.changes.iter().rev() {
+            index.unapply(&model.catalog, change);
+        }
+    }
     let nothing = Populate::Nothing;
     let describe = |index: &DocumentIndex, doc: &Doc, known: bool| -> Option<Views> {
         let ct = model.content_types.by_uid.get(&*doc.uid)?;

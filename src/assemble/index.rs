@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use crate::replication::{ChangeKind, Datum, Lsn, RowChange};
+use crate::replication::{ChangeKind, Datum, Lsn, ReplicaIdentity, RowChange};
 use crate::strapi::{Catalog, TableRole};
 
 use super::row::RowImage;
@@ -491,6 +491,39 @@ impl DocumentIndex {
                 .is_some_and(|(t, l)| &**t == table && *l == id)
         {
             self.component_owner.remove(&key);
+        }
+    }
+
+    /// Undoes one WAL row change as far as its images allow: an insert is removed; with
+    /// `REPLICA IDENTITY FULL` an updated or deleted row gets its old image back. Used to
+    /// rebuild the "before" of a transaction the snapshot already contains.
+    pub fn unapply(&mut self, catalog: &Catalog, change: &RowChange) {
+        let table = change.relation.name.as_str();
+        let Some(role) = catalog.role(table) else {
+            return;
+        };
+        if matches!(role, TableRole::Auth(_) | TableRole::CoreStore) {
+            return;
+        }
+        if let Some(id) = change
+            .new
+            .as_ref()
+            .and_then(|t| RowImage::new(&change.relation, t).int("id"))
+        {
+            self.remove(table, id);
+        }
+        let full = change.relation.replica_identity == ReplicaIdentity::Full;
+        if let (true, Some(old), ChangeKind::Update | ChangeKind::Delete) =
+            (full, change.old.as_ref(), change.kind)
+        {
+            let image = RowImage::new(&change.relation, old);
+            match role {
+                TableRole::Link(link) => {
+                    let link = Arc::clone(link);
+                    self.upsert_link(table, &link, &image);
+                }
+                _ => self.upsert(table, &image),
+            }
         }
     }
 

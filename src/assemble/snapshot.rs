@@ -49,7 +49,7 @@ pub async fn load(
         .await?;
     let result = async {
         let lsn: String = client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .await?
             .get(0);
         index.snapshot_lsn = lsn.parse().unwrap_or(Lsn(0));

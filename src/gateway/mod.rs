@@ -1,6 +1,7 @@
 //! The network edge: one axum listener serving Socket.IO and HTTP.
 
 pub mod http;
+pub mod resume;
 pub mod socketio;
 
 use std::sync::Arc;
@@ -11,14 +12,16 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::config::Config;
 
 pub use http::Health;
+pub use resume::Resume;
 
-/// Builds the axum app and the socket.io handle.
-pub fn build(config: &Config, health: Arc<Health>) -> (axum::Router, SocketIo) {
+/// Builds the axum app and the socket.io handle; `resume` serves clients that reconnect with
+/// `auth.offset`.
+pub fn build(config: &Config, health: Arc<Health>, resume: Resume) -> (axum::Router, SocketIo) {
     let (layer, io) = SocketIo::builder()
         .req_path(config.server.path.clone())
         .max_buffer_size(socketio::SOCKET_BUFFER_PACKETS)
         .build_layer();
-    socketio::register(&io, config.security.require_authentication);
+    socketio::register(&io, config.security.require_authentication, resume);
     let origins: Vec<_> = config
         .server
         .cors_origins

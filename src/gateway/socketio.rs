@@ -2,14 +2,18 @@
 //!
 //! A socket that connects without a token is the users-permissions Public role and joins
 //! `io-role-public`. Credentials walcast cannot verify yet are refused with `connect_error`,
-//! never silently downgraded to public (spec §5).
+//! never silently downgraded to public (spec §5). A handshake with `auth.offset` resumes:
+//! see [`super::resume`].
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::extract::{Extension, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use tracing::{debug, warn};
 
+use super::resume::{Resume, ResumeFrom, resume_socket};
+use crate::assemble::EventOffset;
 use crate::route::{Delivery, Principal};
 
 /// Per-socket buffer, in packets. socketioxide drops (and reports) packets beyond it; 128,
@@ -23,6 +27,9 @@ pub struct HandshakeAuth {
     pub token: Option<String>,
     pub strategy: Option<String>,
     pub status: Option<String>,
+    /// The offset of the last event the client saw (the trailing argument of every event), to
+    /// resume after. Kept as JSON so a wrong type is refused, not read as no auth at all.
+    pub offset: Option<Value>,
 }
 
 /// Why a handshake was refused; the message is what the client's `connect_error` shows.
@@ -34,15 +41,22 @@ pub enum HandshakeError {
     DraftDenied,
     #[error("Authentication required")]
     AuthenticationRequired,
+    #[error("Invalid offset")]
+    InvalidOffset,
 }
 
 /// Registers the default namespace with its auth middleware.
-pub fn register(io: &SocketIo, require_authentication: bool) {
+pub fn register(io: &SocketIo, require_authentication: bool, resume: Resume) {
     let middleware = move |socket: SocketRef, TryData(auth): TryData<HandshakeAuth>| async move {
         let auth = auth.unwrap_or_default();
-        match authenticate(&auth, require_authentication) {
-            Ok(principal) => {
+        match authenticate(&auth, require_authentication)
+            .and_then(|principal| resume_offset(&auth).map(|offset| (principal, offset)))
+        {
+            Ok((principal, offset)) => {
                 socket.extensions.insert(principal);
+                if let Some(offset) = offset {
+                    socket.extensions.insert(ResumeFrom(offset));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -52,14 +66,36 @@ pub fn register(io: &SocketIo, require_authentication: bool) {
             }
         }
     };
+    let on_connect = move |socket: SocketRef, Extension(principal): Extension<Principal>| {
+        let resume = resume.clone();
+        async move {
+            crate::metrics::CONNECTIONS.inc();
+            socket.on_disconnect(async || crate::metrics::CONNECTIONS.dec());
+            let rooms = vec![principal.room()];
+            debug!(sid = %socket.id, rooms = ?rooms, "socket connected");
+            match socket.extensions.get::<ResumeFrom>() {
+                Some(ResumeFrom(from)) => {
+                    tokio::spawn(resume_socket(socket, principal, from, rooms, resume));
+                }
+                None => socket.join(rooms),
+            }
+        }
+    };
     io.ns("/", on_connect.with(middleware));
 }
 
-async fn on_connect(socket: SocketRef, Extension(principal): Extension<Principal>) {
-    crate::metrics::CONNECTIONS.inc();
-    socket.join(principal.room());
-    debug!(sid = %socket.id, room = %principal.room(), "socket connected");
-    socket.on_disconnect(async || crate::metrics::CONNECTIONS.dec());
+/// The handshake's resume offset: absent, `null` or `""` for none; otherwise it must be an
+/// offset walcast issued.
+fn resume_offset(auth: &HandshakeAuth) -> Result<Option<EventOffset>, HandshakeError> {
+    match &auth.offset {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| HandshakeError::InvalidOffset),
+        Some(_) => Err(HandshakeError::InvalidOffset),
+    }
 }
 
 fn authenticate(
@@ -76,10 +112,14 @@ fn authenticate(
     }
 }
 
+/// The arguments of a delivery's event: the payload, then its offset (spec §4).
+pub fn event_args(delivery: &Delivery) -> impl Serialize + '_ {
+    (&*delivery.payload, delivery.offset.to_string())
+}
+
 /// Emits one delivery to its rooms; counts what socket.io could not deliver.
 pub async fn emit(io: &SocketIo, delivery: &Delivery) {
-    let offset = delivery.offset.to_string();
-    let args = (&*delivery.payload, offset.as_str());
+    let args = event_args(delivery);
     match io
         .to(delivery.rooms.clone())
         .emit(&delivery.event_name, &args)

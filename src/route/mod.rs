@@ -8,7 +8,9 @@ pub mod payload;
 pub mod permissions;
 pub mod principal;
 
-use crate::assemble::{DocumentEvent, EventOffset, TransactionEvents, View};
+use std::sync::Arc;
+
+use crate::assemble::{Action, DocumentEvent, EventOffset, TransactionEvents, View};
 use crate::config::Config;
 
 pub use payload::SharedPayload;
@@ -22,6 +24,10 @@ pub struct Delivery {
     pub rooms: Vec<String>,
     pub payload: SharedPayload,
     pub offset: EventOffset,
+    /// The content type and action the rooms were chosen for, so the decision can be checked
+    /// again later for one principal ([`Router::admits`]).
+    pub uid: Arc<str>,
+    pub action: Action,
 }
 
 /// Routes document events to rooms.
@@ -64,6 +70,17 @@ impl Router {
             .is_some_and(|ct| ct.actions.iter().any(|a| a == event.action.as_str()))
     }
 
+    /// Whether a socket of `principal` may receive `delivery` now: it was routed to the
+    /// principal's room, and the current permission model still lets that room read it (the
+    /// rule [`Router::route`] applied). Used when events are replayed to a resuming socket.
+    pub fn admits(&self, principal: &Principal, delivery: &Delivery) -> bool {
+        let room = principal.room();
+        delivery.rooms.contains(&room)
+            && self.permissions.roles.get(&room).is_some_and(|grants| {
+                grants.allows(&delivery.uid, delivery.action, self.config.permissions)
+            })
+    }
+
     /// The deliveries of one transaction, in event order.
     pub fn route(&self, tx: &TransactionEvents) -> Vec<Delivery> {
         let mut out = Vec::new();
@@ -82,6 +99,8 @@ impl Router {
                 rooms,
                 payload: payload::payload_of(event, self.config.payload),
                 offset: event.offset,
+                uid: Arc::clone(&event.key.uid),
+                action: event.action,
             });
         }
         out

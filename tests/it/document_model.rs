@@ -169,3 +169,41 @@ async fn default_identity_deletes_name_their_document_and_locale() {
     walcast.stop().await;
     db.drop_all().await;
 }
+
+/// Rows written while walcast was down are in the start-up snapshot *and* resent by the slot:
+/// their "before" is rebuilt from the transaction itself, so they still read as creates,
+/// updates and deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_walcast_was_down_keep_their_actions() {
+    let db = TestDatabase::new().await;
+    db.replay_range(1, 10).await;
+    let walcast = Walcast::start(db.config()).await;
+    walcast.stop().await;
+    db.client
+        .batch_execute(
+            "INSERT INTO tags (document_id, name, created_at, updated_at, published_at)
+                 VALUES ('down-1', 'offline', now(), now(), now());
+             UPDATE categories SET name = 'News (renamed)' WHERE id = 1;
+             DELETE FROM tags WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    let (tap_tx, mut tap) = mpsc::unbounded_channel();
+    let walcast = Walcast::start_with_tap(db.config(), Some(tap_tx)).await;
+    // One implicit transaction: three statements, three events.
+    let tx = next_with_events(&mut tap).await;
+    assert_eq!(
+        summary(&tx),
+        [
+            (
+                "category:update".to_owned(),
+                View::Published,
+                Action::Update
+            ),
+            ("tag:create".to_owned(), View::Published, Action::Create),
+            ("tag:delete".to_owned(), View::Published, Action::Delete),
+        ]
+    );
+    walcast.stop().await;
+    db.drop_all().await;
+}

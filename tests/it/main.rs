@@ -6,4 +6,5 @@ mod cli;
 mod document_model;
 mod golden;
 mod replication;
+mod resume;
 mod skeleton;

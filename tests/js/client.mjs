@@ -4,9 +4,14 @@
 //
 //   node tests/js/client.mjs --url http://127.0.0.1:PORT [--path /socket.io] [--auth '<json>']
 //        [--query '<json>'] [--headers '<json>'] [--transports websocket,polling] [--no-reconnect]
+//        [--resume]
+//
+// --resume: every (re)connection sends `auth.offset` = the offset of the last event received
+// (the trailing argument walcast adds to each event), as the README tells clients to, so that
+// walcast replays what was missed; socket.io-client's automatic reconnection then resumes too.
 //
 // stdout, one JSON object per line (every line also carries `at`, ms since the epoch as a float):
-//   {"type":"connected","id":"<socket id>"}
+//   {"type":"connected","id":"<socket id>","offset":"<auth.offset sent, if any>"}
 //   {"type":"connect_error","message":"...","data":...}   then exit 0 when --no-reconnect
 //   {"type":"disconnect","reason":"..."}
 //   {"type":"event","name":"<event>","args":[...]}          every server event (socket.onAny); a
@@ -17,7 +22,8 @@
 //
 // stdin, one JSON object per line:
 //   {"cmd":"emit","event":"name","args":[...],"ack":true,"id":7,"timeout_ms":5000}
-//   {"cmd":"disconnect"}  {"cmd":"connect"}  {"cmd":"ping","id":1}  {"cmd":"exit"}
+//   {"cmd":"disconnect"}  {"cmd":"connect","auth":{...}?}  {"cmd":"ping","id":1}  {"cmd":"exit"}
+//   (`connect` with `auth` replaces the handshake auth; with --resume the offset is still added)
 // On stdin EOF the client disconnects and exits 0.
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
@@ -63,6 +69,7 @@ try {
       headers: { type: 'string' },
       transports: { type: 'string' },
       'no-reconnect': { type: 'boolean', default: false },
+      resume: { type: 'boolean', default: false },
     },
     strict: true,
   }).values;
@@ -86,9 +93,16 @@ if (opts && !opts.url) fail('--url is required');
 
 if (!exiting) {
   const reconnect = !opts['no-reconnect'];
+  const auth = { base: jsonArg('auth', opts.auth) ?? {}, resume: opts.resume, last: undefined, sent: undefined };
+  auth.last = auth.base.offset;
   const ioOpts = {
     path: opts.path,
-    auth: jsonArg('auth', opts.auth),
+    // A function is called by socket.io-client before every (re)connection attempt.
+    auth: (cb) => {
+      const handshake = auth.resume && auth.last !== undefined ? { ...auth.base, offset: auth.last } : auth.base;
+      auth.sent = handshake.offset;
+      cb(handshake);
+    },
     reconnection: reconnect,
     forceNew: true,
   };
@@ -99,13 +113,20 @@ if (!exiting) {
   if (opts.transports) {
     ioOpts.transports = opts.transports.split(',').map((t) => t.trim()).filter(Boolean);
   }
-  if (!exiting) run(opts.url, ioOpts, reconnect);
+  if (!exiting) run(opts.url, ioOpts, reconnect, auth);
 }
 
-function run(url, ioOpts, reconnect) {
+// The offsets walcast puts last on every event it emits.
+const OFFSET = /^[0-9A-F]{16}-[0-9]{5}$/;
+
+function run(url, ioOpts, reconnect, auth) {
   const socket = io(url, ioOpts);
 
-  socket.on('connect', () => out({ type: 'connected', id: socket.id, transport: socket.io.engine?.transport?.name }));
+  socket.on('connect', () => {
+    const line = { type: 'connected', id: socket.id, transport: socket.io.engine?.transport?.name };
+    if (auth.sent !== undefined) line.offset = auth.sent;
+    out(line);
+  });
   socket.on('connect_error', (err) => {
     const line = { type: 'connect_error', message: err?.message ?? String(err) };
     if (err?.data !== undefined) line.data = err.data;
@@ -129,6 +150,8 @@ function run(url, ioOpts, reconnect) {
       line.ack_requested = true;
       last();
     }
+    const offset = args[args.length - 1];
+    if (typeof offset === 'string' && OFFSET.test(offset)) auth.last = offset;
     out(line);
   });
 
@@ -171,6 +194,14 @@ function run(url, ioOpts, reconnect) {
         socket.disconnect();
         return;
       case 'connect':
+        if (msg.auth !== undefined) {
+          if (msg.auth === null || typeof msg.auth !== 'object' || Array.isArray(msg.auth)) {
+            out({ type: 'error', message: 'connect "auth" must be an object', id: msg.id });
+            return;
+          }
+          auth.base = msg.auth;
+          if (msg.auth.offset !== undefined) auth.last = msg.auth.offset;
+        }
         socket.connect();
         return;
       case 'ping':

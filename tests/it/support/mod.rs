@@ -171,11 +171,13 @@ async fn retry_busy(admin: &tokio_postgres::Client, sql: &str) {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A fresh Strapi database (schema + boot data) with its own slot and publication names.
+/// A fresh Strapi database (schema + boot data) with its own slot and publication names, and
+/// its own replay log directory (removed with it).
 pub struct TestDatabase {
     pub name: String,
     pub url: String,
     pub client: tokio_postgres::Client,
+    pub replay_dir: tempfile::TempDir,
     base: String,
 }
 
@@ -199,6 +201,7 @@ impl TestDatabase {
             name,
             url,
             client,
+            replay_dir: tempfile::tempdir().expect("a temporary replay directory"),
             base,
         }
     }
@@ -242,6 +245,7 @@ impl TestDatabase {
         config.replication.slot = self.name.clone();
         config.replication.publication = self.name.clone();
         config.server.listen = "127.0.0.1:0".into();
+        config.delivery.replay_dir = self.replay_dir.path().to_owned();
         config.strapi.jwt_secret =
             walcast::config::Secret::new("test-users-permissions-jwt-secret-0123456789");
         config.strapi.api_token_salt =
@@ -333,22 +337,7 @@ impl Walcast {
 
     /// A minimal HTTP GET (status, body).
     pub async fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response).await?;
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+        http_get(self.addr, path).await
     }
 
     pub async fn stop(self) {
@@ -359,6 +348,26 @@ impl Walcast {
             .expect("walcast task does not panic");
         result.expect("walcast stops cleanly");
     }
+}
+
+/// A minimal HTTP GET to `addr` (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response).await?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 /// Polls `check` until it is true; fails the test with `what` after `timeout`.
@@ -503,6 +512,14 @@ impl JsClient {
             .await;
         assert_eq!(line["type"], "ack", "no ack for {event}");
         line["args"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Sends one command line to the client (`{"cmd":"disconnect"}`, `{"cmd":"connect"}`…).
+    pub async fn command(&mut self, cmd: Value) {
+        self.stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .expect("writing to the client");
     }
 
     pub async fn close(mut self) {
