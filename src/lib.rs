@@ -14,7 +14,7 @@
 //! - [`route`]: who receives each event and what they see (spec §4–5).
 //! - [`gateway`]: the Socket.IO and HTTP listener.
 //! - [`service`]: wires the stages; [`preflight`]: `walcast check`; [`config`]: configuration;
-//!   [`metrics`]: Prometheus.
+//!   [`metrics`]: Prometheus; [`tls`]: `sslmode` and rustls for both Postgres connections.
 
 pub mod assemble;
 pub mod config;
@@ -26,5 +26,6 @@ pub mod replication;
 pub mod route;
 pub mod service;
 pub mod strapi;
+pub mod tls;
 
 pub use service::run;

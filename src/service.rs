@@ -24,21 +24,60 @@ use crate::strapi::StrapiModel;
 /// socket (and Postgres buffers) instead of growing memory.
 const EVENT_CHANNEL_CAPACITY: usize = 4096;
 
-/// Opens an ordinary SQL connection (schema, permissions, setup).
+/// Opens an ordinary SQL connection (schema, permissions, setup), with the same TLS settings
+/// as the replication connection.
 pub async fn connect_sql(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
     let pg = config.postgres();
-    let (client, connection) = pg.connect(tokio_postgres::NoTls).await.with_context(|| {
+    let tls = config.tls();
+    let target = || {
         format!(
             "connecting to {}",
             crate::config::redact_url(config.database.url.expose())
         )
-    })?;
+    };
+    let connector =
+        tokio_postgres_rustls::MakeRustlsConnect::new(tls.client_config().with_context(target)?);
+    let (client, connection) = pg
+        .connect(connector)
+        .await
+        .map_err(|e| explain_connect_error(e, &pg, &tls))
+        .with_context(target)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             warn!(error = %e, "sql connection closed");
         }
     });
     Ok(client)
+}
+
+/// Turns a failed tokio-postgres connection into the same clear messages the walsender
+/// connection gives (TLS refused or unverifiable, wrong password, pg_hba.conf).
+fn explain_connect_error(
+    error: tokio_postgres::Error,
+    pg: &tokio_postgres::Config,
+    tls: &crate::tls::TlsSettings,
+) -> anyhow::Error {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => String::new(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let addr = format!("{host}:{port}");
+    if let Some(e) = crate::tls::TlsError::from_tokio_postgres(&error, &addr, &host, tls) {
+        return e.into();
+    }
+    if let Some(db) = error.as_db_error() {
+        let user = pg.get_user().unwrap_or("postgres");
+        let advice = crate::replication::server_advice(db.code().code(), db.message(), user);
+        return anyhow::anyhow!(
+            "postgres error {}: {}{}",
+            db.code().code(),
+            db.message(),
+            advice.map(|a| format!("; {a}")).unwrap_or_default()
+        );
+    }
+    error.into()
 }
 
 /// Creates the publication and slot if missing; returns what changed.
@@ -96,7 +135,7 @@ pub async fn run(
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
     let (handed_off_tx, handed_off_rx) = watch::channel(Lsn(0));
-    let mut params = ConnectParams::from_config(&config.postgres());
+    let mut params = ConnectParams::from_config(&config.postgres()).with_tls(config.tls());
     params.application_name = format!("walcast {}", config.replication.slot);
     let stream = ReplicationStream {
         params,
