@@ -34,6 +34,28 @@ pub fn wal_level_finding(level: &str) -> Result<String, String> {
     }
 }
 
+/// The finding for the slot's retained WAL against `replication.lag_budget_bytes`.
+pub fn slot_lag_finding(
+    slot: &str,
+    lag: &slot::SlotLag,
+    budget_bytes: u64,
+) -> Result<String, String> {
+    let state = if lag.active { "in use" } else { "idle" };
+    if lag.retained_bytes > budget_bytes {
+        Err(format!(
+            "slot {slot} ({state}) retains {} bytes of WAL, over replication.lag_budget_bytes = {budget_bytes}: \
+             if walcast is stopped, start it (it catches up from the slot); if the slot is abandoned, drop it with \
+             SELECT pg_drop_replication_slot('{slot}'); bound the WAL kept with max_slot_wal_keep_size",
+            lag.retained_bytes
+        ))
+    } else {
+        Ok(format!(
+            "slot {slot} exists ({state}; {} bytes behind, {} bytes of WAL retained, budget {budget_bytes})",
+            lag.confirmed_bytes, lag.retained_bytes
+        ))
+    }
+}
+
 /// `walcast check`: one line per finding; exit 1 when anything blocks running.
 pub async fn check(config: &Config) -> std::process::ExitCode {
     let mut blockers = 0;
@@ -181,29 +203,17 @@ pub async fn check(config: &Config) -> std::process::ExitCode {
             );
         }
     }
-    match client
-        .query_opt(
-            "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
-               FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
-            &[&config.replication.slot],
-        )
-        .await
-    {
-        Ok(Some(row)) => {
-            let active: bool = row.get(0);
-            let lag: Option<i64> = row.get(1);
-            report(Ok(format!(
-                "slot {} exists ({}; {} bytes behind)",
-                config.replication.slot,
-                if active { "in use" } else { "idle" },
-                lag.unwrap_or(0)
-            )));
-        }
+    match slot::slot_lag(&client, &config.replication.slot).await {
+        Ok(Some(lag)) => report(slot_lag_finding(
+            &config.replication.slot,
+            &lag,
+            config.replication.lag_budget_bytes,
+        )),
         Ok(None) => report(Err(format!(
             "slot {} does not exist; run `walcast setup`",
             config.replication.slot
         ))),
-        Err(e) => report(Err(format!("reading pg_replication_slots: {e}"))),
+        Err(e) => report(Err(error_chain(&e))),
     }
     for (name, secret) in [
         ("strapi.jwt_secret (JWT_SECRET)", &config.strapi.jwt_secret),
@@ -251,5 +261,23 @@ mod tests {
             run.contains("ALTER SYSTEM SET wal_level = logical;") && run.contains("restart"),
             "{run}"
         );
+    }
+
+    #[test]
+    fn a_slot_over_its_lag_budget_is_a_blocker() {
+        let lag = slot::SlotLag {
+            active: false,
+            confirmed_bytes: 4000,
+            retained_bytes: 5000,
+        };
+        let blocker = slot_lag_finding("walcast", &lag, 4096).unwrap_err();
+        assert!(
+            blocker.contains("retains 5000 bytes")
+                && blocker.contains("lag_budget_bytes = 4096")
+                && blocker.contains("pg_drop_replication_slot('walcast')"),
+            "{blocker}"
+        );
+        let ok = slot_lag_finding("walcast", &lag, 5000).unwrap();
+        assert!(ok.contains("4000 bytes behind"), "{ok}");
     }
 }

@@ -230,11 +230,11 @@ async fn deliver_custom(io: &SocketIo, messages: &[crate::assemble::LogicalMessa
 const LAG_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Measures the slot's lag (bytes of WAL it retains beyond what walcast confirmed) on its own
-/// connection, every few seconds; warns above `lag_budget_bytes`. One query per interval,
-/// never per event.
+/// connection, every few seconds; warns once each time the retained WAL goes over
+/// `lag_budget_bytes` (and says when it is back). One query per interval, never per event.
 async fn probe_slot_lag(config: Config) {
     let mut client = None;
-    let mut last_warning: Option<std::time::Instant> = None;
+    let mut budget = slot::LagBudget::new(config.replication.lag_budget_bytes);
     let mut tick = tokio::time::interval(LAG_PROBE_INTERVAL);
     loop {
         tick.tick().await;
@@ -242,37 +242,33 @@ async fn probe_slot_lag(config: Config) {
             client = connect_sql(&config).await.ok();
         }
         let Some(c) = &client else { continue };
-        let row = c
-            .query_opt(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
-                        pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
-                   FROM pg_replication_slots WHERE slot_name = $1",
-                &[&config.replication.slot],
-            )
-            .await;
-        match row {
-            Ok(Some(row)) => {
-                let confirmed_lag: i64 = row.get::<_, Option<i64>>(0).unwrap_or(0);
-                let retained: i64 = row.get::<_, Option<i64>>(1).unwrap_or(0);
-                crate::metrics::SLOT_LAG_BYTES.set(confirmed_lag);
-                crate::metrics::SLOT_RETAINED_BYTES.set(retained);
-                let seconds = if confirmed_lag > 0 {
+        match slot::slot_lag(c, &config.replication.slot).await {
+            Ok(Some(lag)) => {
+                crate::metrics::SLOT_LAG_BYTES.set(lag.confirmed_bytes as i64);
+                crate::metrics::SLOT_RETAINED_BYTES.set(lag.retained_bytes as i64);
+                let seconds = if lag.confirmed_bytes > 0 {
                     crate::metrics::seconds_since_last_handoff()
                 } else {
                     0.0
                 };
                 crate::metrics::SLOT_LAG_SECONDS.set(seconds);
-                if retained as u64 > config.replication.lag_budget_bytes
-                    && last_warning.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(60))
-                {
-                    warn!(
-                        retained_bytes = retained,
-                        budget_bytes = config.replication.lag_budget_bytes,
+                match budget.observe(lag.retained_bytes) {
+                    Some(slot::BudgetCrossing::Exceeded) => warn!(
                         slot = %config.replication.slot,
-                        "replication slot retains more WAL than the lag budget; check that walcast keeps up, and bound it with max_slot_wal_keep_size"
-                    );
-                    last_warning = Some(std::time::Instant::now());
+                        lag_bytes = lag.confirmed_bytes,
+                        retained_bytes = lag.retained_bytes,
+                        budget_bytes = budget.budget_bytes(),
+                        "replication slot retains more WAL than replication.lag_budget_bytes; check that walcast keeps up, and bound it with max_slot_wal_keep_size"
+                    ),
+                    Some(slot::BudgetCrossing::Recovered) => info!(
+                        slot = %config.replication.slot,
+                        retained_bytes = lag.retained_bytes,
+                        budget_bytes = budget.budget_bytes(),
+                        "replication slot is back within replication.lag_budget_bytes"
+                    ),
+                    None => {}
                 }
+                crate::metrics::SLOT_LAG_OVER_BUDGET.set(i64::from(budget.is_over()));
             }
             Ok(None) => {}
             Err(_) => client = None,
