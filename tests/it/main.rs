@@ -3,5 +3,7 @@
 mod support;
 
 mod cli;
+mod connect_errors;
 mod replication;
 mod skeleton;
+mod tls;
