@@ -605,7 +605,17 @@ async fn start_tls(
     let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(server_name, tcp)
         .await
-        .map_err(|e| TlsError::from_handshake(&e, addr, host, settings))?;
+        .map_err(|e| {
+            if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+                TlsError::from_handshake(&e, addr, host, settings).into()
+            } else {
+                // The connection broke mid-handshake: retried like any lost connection.
+                ConnectError::Io {
+                    addr: addr.to_owned(),
+                    source: e,
+                }
+            }
+        })?;
     Ok((Box::new(stream), true))
 }
 
