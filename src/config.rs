@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::tls::{self, SslMode, TlsSettings};
+
 /// A secret string: never printed by `Debug`, so the effective config can be logged.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -285,6 +287,8 @@ pub const ENVIRONMENT_KEYS: &[&str] = &[
     "DATABASE_USERNAME",
     "DATABASE_PASSWORD",
     "DATABASE_SSL",
+    "DATABASE_SSL_REJECT_UNAUTHORIZED",
+    "DATABASE_SSL_CA",
     "WALCAST_SLOT",
     "WALCAST_PUBLICATION",
     "WALCAST_LISTEN",
@@ -353,12 +357,11 @@ impl Config {
         .iter()
         .any(|k| get(k).is_some())
         {
-            let base: tokio_postgres::Config = self
-                .database
-                .url
-                .expose()
-                .parse()
-                .unwrap_or_else(|_| tokio_postgres::Config::new());
+            let file_url = tls::split_url(self.database.url.expose()).ok();
+            let base: tokio_postgres::Config = file_url
+                .as_ref()
+                .and_then(|split| split.rest.parse().ok())
+                .unwrap_or_default();
             let host = get("DATABASE_HOST").unwrap_or_else(|| first_host(&base));
             let port = get("DATABASE_PORT").unwrap_or_else(|| {
                 base.get_ports()
@@ -372,25 +375,32 @@ impl Config {
             let user = get("DATABASE_USERNAME")
                 .unwrap_or_else(|| base.get_user().unwrap_or("postgres").to_owned());
             let password = get("DATABASE_PASSWORD");
-            let ssl = match get("DATABASE_SSL").as_deref() {
-                None | Some("false") | Some("0") => "prefer",
-                Some("true") | Some("1") => "require",
-                Some(other) => {
-                    return Err(vec![ConfigError::InvalidValue {
-                        key: "DATABASE_SSL".into(),
-                        value: other.into(),
-                        allowed: "true or false".into(),
-                    }]);
-                }
-            };
             let auth = match password {
                 Some(p) => format!("{}:{}", encode_userinfo(&user), encode_userinfo(&p)),
                 None => encode_userinfo(&user),
             };
-            self.database.url = Secret::new(format!(
-                "postgres://{auth}@{host}:{port}/{name}?sslmode={ssl}"
-            ));
+            let mut url = format!("postgres://{auth}@{host}:{port}/{name}");
+            // The file's TLS settings still apply to the host named by the environment.
+            if let Some(split) = file_url {
+                let mut query = Vec::new();
+                if split.names_sslmode {
+                    query.push(format!("sslmode={}", split.tls.mode));
+                }
+                match split.tls.root_cert {
+                    Some(tls::RootCerts::File(path)) => query.push(format!(
+                        "sslrootcert={}",
+                        encode_userinfo(&path.to_string_lossy())
+                    )),
+                    Some(tls::RootCerts::System) => query.push("sslrootcert=system".into()),
+                    None => {}
+                }
+                if !query.is_empty() {
+                    url = format!("{url}?{}", query.join("&"));
+                }
+            }
+            self.database.url = Secret::new(url);
         }
+        self.apply_strapi_ssl(&get)?;
         if let Some(v) = get("WALCAST_SLOT") {
             self.replication.slot = v;
         }
@@ -421,6 +431,69 @@ impl Config {
         Ok(())
     }
 
+    /// Strapi's `DATABASE_SSL` (with `DATABASE_SSL_REJECT_UNAUTHORIZED` and
+    /// `DATABASE_SSL_CA`) as `sslmode`/`sslrootcert`, for a database URL that names no
+    /// `sslmode` itself. Strapi hands these to node-postgres, which verifies the certificate
+    /// and the host name unless `rejectUnauthorized` is false: so `true` is `verify-full`,
+    /// `true` with `DATABASE_SSL_REJECT_UNAUTHORIZED=false` is `require`, `false` is `disable`.
+    fn apply_strapi_ssl(
+        &mut self,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), Vec<ConfigError>> {
+        let Some(ssl) = get("DATABASE_SSL") else {
+            return Ok(());
+        };
+        let flag = |key: &str, value: &str| match value {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            other => Err(vec![ConfigError::InvalidValue {
+                key: key.into(),
+                value: other.into(),
+                allowed: "true or false".into(),
+            }]),
+        };
+        let mode = if !flag("DATABASE_SSL", &ssl)? {
+            SslMode::Disable
+        } else {
+            match get("DATABASE_SSL_REJECT_UNAUTHORIZED") {
+                Some(v) if !flag("DATABASE_SSL_REJECT_UNAUTHORIZED", &v)? => SslMode::Require,
+                _ => SslMode::VerifyFull,
+            }
+        };
+        let ca = get("DATABASE_SSL_CA").filter(|_| mode != SslMode::Disable);
+        if let Some(ca) = &ca
+            && ca.contains("-----BEGIN")
+        {
+            return Err(vec![ConfigError::InvalidValue {
+                key: "DATABASE_SSL_CA".into(),
+                value: "<PEM text>".into(),
+                allowed: "the path of a PEM file with the CA certificate(s)".into(),
+            }]);
+        }
+        let url = self.database.url.expose();
+        if tls::split_url(url).is_ok_and(|split| split.names_sslmode) {
+            return Ok(());
+        }
+        let url = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let mut url = format!(
+                "{url}{}sslmode={mode}",
+                if url.contains('?') { '&' } else { '?' }
+            );
+            if let Some(ca) = ca {
+                url.push_str(&format!("&sslrootcert={}", encode_userinfo(&ca)));
+            }
+            url
+        } else {
+            let mut url = format!("{url} sslmode={mode}");
+            if let Some(ca) = ca {
+                url.push_str(&format!(" sslrootcert={ca}"));
+            }
+            url
+        };
+        self.database.url = Secret::new(url);
+        Ok(())
+    }
+
     /// Checks every value; returns all problems at once.
     pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errors = Vec::new();
@@ -431,7 +504,33 @@ impl Config {
                 allowed: allowed.into(),
             })
         };
-        match self.database.url.expose().parse::<tokio_postgres::Config>() {
+        let split = tls::split_url(self.database.url.expose());
+        match &split {
+            Err(e) => invalid(
+                "database.url",
+                &redact_url(self.database.url.expose()),
+                &format!(
+                    "{e}; e.g. postgres://user@db:5432/strapi?sslmode=verify-full&sslrootcert=/path/to/ca.pem"
+                ),
+            ),
+            Ok(split) => {
+                if let Some(tls::RootCerts::File(path)) = &split.tls.root_cert
+                    && !path.is_file()
+                {
+                    invalid(
+                        "database.url sslrootcert",
+                        &path.display().to_string(),
+                        "a readable PEM file with the CA certificate(s) that signed the server's certificate, or `system`",
+                    );
+                }
+            }
+        }
+        match split
+            .as_ref()
+            .map(|s| s.rest.as_str())
+            .unwrap_or(self.database.url.expose())
+            .parse::<tokio_postgres::Config>()
+        {
             Ok(pg) => {
                 if pg.get_hosts().is_empty() {
                     invalid(
@@ -542,13 +641,30 @@ impl Config {
         }
     }
 
-    /// The parsed database URL (valid after `validate`).
+    /// The parsed database URL (valid after `validate`), with the `sslmode` tokio-postgres
+    /// understands; the rest of TLS is [`Config::tls`].
     pub fn postgres(&self) -> tokio_postgres::Config {
-        self.database
-            .url
-            .expose()
-            .parse()
+        let split = tls::split_url(self.database.url.expose()).expect("database.url was validated");
+        let mut pg: tokio_postgres::Config =
+            split.rest.parse().expect("database.url was validated");
+        // Postgres offers no TLS on Unix sockets; libpq does not ask there either.
+        let unix_only = pg
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+        pg.ssl_mode(if unix_only {
+            tokio_postgres::config::SslMode::Disable
+        } else {
+            split.tls.mode.for_tokio_postgres()
+        });
+        pg
+    }
+
+    /// `sslmode` and `sslrootcert` of the database URL (valid after `validate`).
+    pub fn tls(&self) -> TlsSettings {
+        tls::split_url(self.database.url.expose())
             .expect("database.url was validated")
+            .tls
     }
 
     /// The listen address (valid after `validate`).
@@ -686,6 +802,77 @@ mod tests {
         assert_eq!(config.strapi.api_token_salt.expose(), "s2");
         assert_eq!(config.strapi.admin_jwt_secret.expose(), "s3");
         assert!(!format!("{config:?}").contains("s1"));
+    }
+
+    #[test]
+    fn strapi_database_ssl_maps_to_sslmode() {
+        let tls_of = |pairs: &[(&str, &str)]| {
+            let mut config = Config::default();
+            config.apply_env(&env(pairs))?;
+            config.validate()?;
+            Ok::<_, Vec<ConfigError>>((config.tls(), config.postgres()))
+        };
+        let split = [("DATABASE_HOST", "db.internal")];
+        // Strapi (node-postgres) verifies the certificate and host unless told otherwise.
+        let (tls, pg) = tls_of(&[split[0], ("DATABASE_SSL", "true")]).unwrap();
+        assert_eq!(tls.mode, SslMode::VerifyFull);
+        assert_eq!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        let (tls, _) = tls_of(&[
+            split[0],
+            ("DATABASE_SSL", "true"),
+            ("DATABASE_SSL_REJECT_UNAUTHORIZED", "false"),
+        ])
+        .unwrap();
+        assert_eq!(tls.mode, SslMode::Require);
+        let (tls, pg) = tls_of(&[split[0], ("DATABASE_SSL", "false")]).unwrap();
+        assert_eq!(tls.mode, SslMode::Disable);
+        assert_eq!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
+        let (tls, _) = tls_of(&[split[0]]).unwrap();
+        assert_eq!(tls.mode, SslMode::Prefer);
+        // With DATABASE_URL too, unless the URL names its own sslmode.
+        let ca = std::env::temp_dir().join("walcast-config-test-ca.pem");
+        std::fs::write(&ca, "not checked here").unwrap();
+        let (tls, _) = tls_of(&[
+            ("DATABASE_URL", "postgres://u@h:1/d"),
+            ("DATABASE_SSL", "true"),
+            ("DATABASE_SSL_CA", ca.to_str().unwrap()),
+        ])
+        .unwrap();
+        assert_eq!(tls.mode, SslMode::VerifyFull);
+        assert_eq!(tls.root_cert, Some(tls::RootCerts::File(ca.clone())));
+        let (tls, _) = tls_of(&[
+            ("DATABASE_URL", "postgres://u@h:1/d?sslmode=disable"),
+            ("DATABASE_SSL", "true"),
+        ])
+        .unwrap();
+        assert_eq!(tls.mode, SslMode::Disable);
+        let errors = tls_of(&[split[0], ("DATABASE_SSL", "yes")]).unwrap_err();
+        assert!(errors[0].to_string().contains("DATABASE_SSL"), "{errors:?}");
+    }
+
+    #[test]
+    fn sslmode_and_sslrootcert_in_the_url_are_validated() {
+        let mut config = Config::default();
+        config.database.url = Secret::new("postgres://u@h/d?sslmode=verify");
+        let text = config.validate().unwrap_err()[0].to_string();
+        assert!(
+            text.contains("database.url") && text.contains("verify-full"),
+            "{text}"
+        );
+        config.database.url =
+            Secret::new("postgres://u@h/d?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");
+        let text = config.validate().unwrap_err()[0].to_string();
+        assert!(
+            text.contains("sslrootcert") && text.contains("/nonexistent/ca.pem"),
+            "{text}"
+        );
+        config.database.url = Secret::new("postgres://u@h/d?sslmode=verify-ca&sslrootcert=system");
+        config.validate().unwrap();
+        assert_eq!(config.tls().mode, SslMode::VerifyCa);
+        assert_eq!(
+            config.postgres().get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! - [`deliver`]: the durable replay log that lets clients resume with `auth.offset` (spec §6).
 //! - [`gateway`]: the Socket.IO and HTTP listener.
 //! - [`service`]: wires the stages; [`preflight`]: `walcast check`; [`config`]: configuration;
-//!   [`metrics`]: Prometheus.
+//!   [`metrics`]: Prometheus; [`tls`]: `sslmode` and rustls for both Postgres connections.
 
 pub mod assemble;
 pub mod config;
@@ -30,5 +30,6 @@ pub mod replication;
 pub mod route;
 pub mod service;
 pub mod strapi;
+pub mod tls;
 
 pub use service::run;

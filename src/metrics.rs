@@ -125,6 +125,12 @@ pub static SLOT_RETAINED_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
         "WAL bytes the slot keeps on the server (from its restart LSN)",
     )
 });
+pub static SLOT_LAG_OVER_BUDGET: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "walcast_slot_lag_over_budget",
+        "1 while the slot retains more WAL than replication.lag_budget_bytes, else 0",
+    )
+});
 pub static SLOT_LAG_SECONDS: LazyLock<Gauge> = LazyLock::new(|| {
     let g = Gauge::new(
         "walcast_slot_lag_seconds",
@@ -207,6 +213,7 @@ pub fn render() -> String {
         &*CUSTOM_EVENTS_INVALID,
         &*SLOT_LAG_BYTES,
         &*SLOT_RETAINED_BYTES,
+        &*SLOT_LAG_OVER_BUDGET,
         &*SLOT_LAG_SECONDS,
         &*REPLAY_LOG_EVENTS,
         &*REPLAY_LOG_BYTES,

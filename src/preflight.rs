@@ -4,9 +4,57 @@
 //! running. Reads only; changes nothing (that is `walcast setup`'s job).
 
 use crate::config::Config;
-use crate::replication::slot;
+use crate::replication::{ConnectParams, probe_connection, slot};
 use crate::service::connect_sql;
 use crate::strapi::StrapiModel;
+
+/// What to run when `wal_level` is not `logical`.
+pub const WAL_LEVEL_FIX: &str =
+    "run `ALTER SYSTEM SET wal_level = logical;` as a superuser, then restart Postgres";
+
+/// An error and its causes on one line (`a: b: c`), so a finding says why.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        text.push_str(&format!(": {e}"));
+        next = e.source();
+    }
+    text
+}
+
+/// The finding for the server's `wal_level`.
+pub fn wal_level_finding(level: &str) -> Result<String, String> {
+    if level == "logical" {
+        Ok("wal_level is logical".into())
+    } else {
+        Err(format!(
+            "wal_level is {level:?}, logical replication needs `logical`: {WAL_LEVEL_FIX}"
+        ))
+    }
+}
+
+/// The finding for the slot's retained WAL against `replication.lag_budget_bytes`.
+pub fn slot_lag_finding(
+    slot: &str,
+    lag: &slot::SlotLag,
+    budget_bytes: u64,
+) -> Result<String, String> {
+    let state = if lag.active { "in use" } else { "idle" };
+    if lag.retained_bytes > budget_bytes {
+        Err(format!(
+            "slot {slot} ({state}) retains {} bytes of WAL, over replication.lag_budget_bytes = {budget_bytes}: \
+             if walcast is stopped, start it (it catches up from the slot); if the slot is abandoned, drop it with \
+             SELECT pg_drop_replication_slot('{slot}'); bound the WAL kept with max_slot_wal_keep_size",
+            lag.retained_bytes
+        ))
+    } else {
+        Ok(format!(
+            "slot {slot} exists ({state}; {} bytes behind, {} bytes of WAL retained, budget {budget_bytes})",
+            lag.confirmed_bytes, lag.retained_bytes
+        ))
+    }
+}
 
 /// `walcast check`: one line per finding; exit 1 when anything blocks running.
 pub async fn check(config: &Config) -> std::process::ExitCode {
@@ -21,9 +69,26 @@ pub async fn check(config: &Config) -> std::process::ExitCode {
     report(Ok("configuration is valid".into()));
     let client = match connect_sql(config).await {
         Ok(c) => {
+            let encryption = match c
+                .query_opt(
+                    "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+            {
+                Ok(Some(row)) if row.get::<_, bool>(0) => {
+                    format!(
+                        "over TLS ({})",
+                        row.get::<_, Option<String>>(1).unwrap_or_default()
+                    )
+                }
+                Ok(_) => "not encrypted".to_owned(),
+                Err(_) => "encryption unknown".to_owned(),
+            };
             report(Ok(format!(
-                "connected to {}",
-                crate::config::redact_url(config.database.url.expose())
+                "connected to {}, {encryption} (sslmode={})",
+                crate::config::redact_url(config.database.url.expose()),
+                config.tls().mode
             )));
             c
         }
@@ -33,28 +98,48 @@ pub async fn check(config: &Config) -> std::process::ExitCode {
         }
     };
     match client.query_one("SHOW wal_level", &[]).await {
-        Ok(row) if row.get::<_, String>(0) == "logical" => {
-            report(Ok("wal_level is logical".into()))
-        }
-        Ok(row) => report(Err(format!(
-            "wal_level is {:?}; run `ALTER SYSTEM SET wal_level = logical;` and restart postgres",
-            row.get::<_, String>(0)
-        ))),
+        Ok(row) => report(wal_level_finding(&row.get::<_, String>(0))),
         Err(e) => report(Err(format!("reading wal_level: {e}"))),
     }
-    match client
+    let may_replicate = match client
         .query_one(
-            "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user",
+            "SELECT current_user::text, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user",
             &[],
         )
         .await
     {
-        Ok(row) if row.get::<_, bool>(0) => report(Ok("the database user may replicate".into())),
-        Ok(_) => report(Err(
-            "the database user lacks the REPLICATION attribute: ALTER ROLE <user> REPLICATION;"
-                .into(),
-        )),
-        Err(e) => report(Err(format!("reading role attributes: {e}"))),
+        Ok(row) if row.get::<_, bool>(1) => {
+            report(Ok("the database user may replicate".into()));
+            true
+        }
+        Ok(row) => {
+            let user: String = row.get(0);
+            report(Err(format!(
+                "the database user {user:?} lacks the REPLICATION attribute: run `ALTER ROLE {} WITH REPLICATION;` as a superuser",
+                if crate::config::is_identifier(&user) { user.clone() } else { format!("\"{}\"", user.replace('"', "\"\"")) }
+            )));
+            false
+        }
+        Err(e) => {
+            report(Err(format!("reading role attributes: {e}")));
+            false
+        }
+    };
+    // The replication connection itself (pg_hba.conf, TLS, privileges as the walsender
+    // sees them); its error would repeat the one above when the attribute is missing.
+    if may_replicate {
+        let params = ConnectParams::from_config(&config.postgres()).with_tls(config.tls());
+        match probe_connection(&params).await {
+            Ok(probe) => report(Ok(format!(
+                "replication connection accepted ({})",
+                if probe.tls {
+                    "over TLS"
+                } else {
+                    "not encrypted"
+                }
+            ))),
+            Err(e) => report(Err(format!("replication connection refused: {e}"))),
+        }
     }
     match StrapiModel::load_with_app_dir(&client, config.strapi.app_dir.as_deref()).await {
         Ok(model) => {
@@ -93,10 +178,10 @@ pub async fn check(config: &Config) -> std::process::ExitCode {
                     "publication {} does not exist; run `walcast setup`",
                     config.replication.publication
                 ))),
-                (Err(e), _) | (_, Err(e)) => report(Err(format!("{e:#}"))),
+                (Err(e), _) | (_, Err(e)) => report(Err(error_chain(&e))),
             }
         }
-        Err(e) => report(Err(format!("{e}"))),
+        Err(e) => report(Err(error_chain(&e))),
     }
     if let Ok(model) =
         StrapiModel::load_with_app_dir(&client, config.strapi.app_dir.as_deref()).await
@@ -119,29 +204,17 @@ pub async fn check(config: &Config) -> std::process::ExitCode {
             );
         }
     }
-    match client
-        .query_opt(
-            "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
-               FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
-            &[&config.replication.slot],
-        )
-        .await
-    {
-        Ok(Some(row)) => {
-            let active: bool = row.get(0);
-            let lag: Option<i64> = row.get(1);
-            report(Ok(format!(
-                "slot {} exists ({}; {} bytes behind)",
-                config.replication.slot,
-                if active { "in use" } else { "idle" },
-                lag.unwrap_or(0)
-            )));
-        }
+    match slot::slot_lag(&client, &config.replication.slot).await {
+        Ok(Some(lag)) => report(slot_lag_finding(
+            &config.replication.slot,
+            &lag,
+            config.replication.lag_budget_bytes,
+        )),
         Ok(None) => report(Err(format!(
             "slot {} does not exist; run `walcast setup`",
             config.replication.slot
         ))),
-        Err(e) => report(Err(format!("reading pg_replication_slots: {e}"))),
+        Err(e) => report(Err(error_chain(&e))),
     }
     for (name, secret) in [
         ("strapi.jwt_secret (JWT_SECRET)", &config.strapi.jwt_secret),
@@ -164,5 +237,48 @@ pub async fn check(config: &Config) -> std::process::ExitCode {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_level_findings_say_exactly_what_to_run() {
+        assert_eq!(
+            wal_level_finding("logical"),
+            Ok("wal_level is logical".into())
+        );
+        let blocker = wal_level_finding("replica").unwrap_err();
+        assert!(
+            blocker.contains("ALTER SYSTEM SET wal_level = logical;")
+                && blocker.contains("restart Postgres"),
+            "{blocker}"
+        );
+        // `walcast run` stops with the same instruction.
+        let run = crate::replication::ReplicationError::WalLevel("replica".into()).to_string();
+        assert!(
+            run.contains("ALTER SYSTEM SET wal_level = logical;") && run.contains("restart"),
+            "{run}"
+        );
+    }
+
+    #[test]
+    fn a_slot_over_its_lag_budget_is_a_blocker() {
+        let lag = slot::SlotLag {
+            active: false,
+            confirmed_bytes: 4000,
+            retained_bytes: 5000,
+        };
+        let blocker = slot_lag_finding("walcast", &lag, 4096).unwrap_err();
+        assert!(
+            blocker.contains("retains 5000 bytes")
+                && blocker.contains("lag_budget_bytes = 4096")
+                && blocker.contains("pg_drop_replication_slot('walcast')"),
+            "{blocker}"
+        );
+        let ok = slot_lag_finding("walcast", &lag, 5000).unwrap();
+        assert!(ok.contains("4000 bytes behind"), "{ok}");
     }
 }

@@ -30,15 +30,24 @@ use crate::strapi::StrapiModel;
 /// socket (and Postgres buffers) instead of growing memory.
 const EVENT_CHANNEL_CAPACITY: usize = 4096;
 
-/// Opens an ordinary SQL connection (schema, permissions, setup).
+/// Opens an ordinary SQL connection (schema, permissions, setup), with the same TLS settings
+/// as the replication connection.
 pub async fn connect_sql(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
     let pg = config.postgres();
-    let (client, connection) = pg.connect(tokio_postgres::NoTls).await.with_context(|| {
+    let tls = config.tls();
+    let target = || {
         format!(
             "connecting to {}",
             crate::config::redact_url(config.database.url.expose())
         )
-    })?;
+    };
+    let connector =
+        tokio_postgres_rustls::MakeRustlsConnect::new(tls.client_config().with_context(target)?);
+    let (client, connection) = pg
+        .connect(connector)
+        .await
+        .map_err(|e| explain_connect_error(e, &pg, &tls))
+        .with_context(target)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             warn!(error = %e, "sql connection closed");
@@ -70,6 +79,36 @@ pub fn populate_settings(config: &Config) -> PopulateSettings {
 
 /// A copy of every folded transaction, for tests and tools that watch the document model.
 pub type TransactionTap = mpsc::UnboundedSender<Arc<TransactionEvents>>;
+
+/// Turns a failed tokio-postgres connection into the same clear messages the walsender
+/// connection gives (TLS refused or unverifiable, wrong password, pg_hba.conf).
+fn explain_connect_error(
+    error: tokio_postgres::Error,
+    pg: &tokio_postgres::Config,
+    tls: &crate::tls::TlsSettings,
+) -> anyhow::Error {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => String::new(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let addr = format!("{host}:{port}");
+    if let Some(e) = crate::tls::TlsError::from_tokio_postgres(&error, &addr, &host, tls) {
+        return e.into();
+    }
+    if let Some(db) = error.as_db_error() {
+        let user = pg.get_user().unwrap_or("postgres");
+        let advice = crate::replication::server_advice(db.code().code(), db.message(), user);
+        return anyhow::anyhow!(
+            "postgres error {}: {}{}",
+            db.code().code(),
+            db.message(),
+            advice.map(|a| format!("; {a}")).unwrap_or_default()
+        );
+    }
+    error.into()
+}
 
 /// Creates the publication and slot if missing; returns what changed.
 pub async fn setup(
@@ -153,7 +192,7 @@ pub async fn run_with_tap(
     let (handed_off_tx, handed_off_rx) = watch::channel(Lsn(0));
     // The slot's flush LSN advances only once the replay log is fsynced up to there.
     let (handoff, syncer) = replay.handoff(handed_off_tx);
-    let mut params = ConnectParams::from_config(&config.postgres());
+    let mut params = ConnectParams::from_config(&config.postgres()).with_tls(config.tls());
     params.application_name = format!("walcast {}", config.replication.slot);
     let stream = ReplicationStream {
         params,
@@ -264,11 +303,11 @@ async fn deliver_custom(io: &SocketIo, messages: &[crate::assemble::LogicalMessa
 const LAG_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Measures the slot's lag (bytes of WAL it retains beyond what walcast confirmed) on its own
-/// connection, every few seconds; warns above `lag_budget_bytes`. One query per interval,
-/// never per event.
+/// connection, every few seconds; warns once each time the retained WAL goes over
+/// `lag_budget_bytes` (and says when it is back). One query per interval, never per event.
 async fn probe_slot_lag(config: Config) {
     let mut client = None;
-    let mut last_warning: Option<std::time::Instant> = None;
+    let mut budget = slot::LagBudget::new(config.replication.lag_budget_bytes);
     let mut tick = tokio::time::interval(LAG_PROBE_INTERVAL);
     loop {
         tick.tick().await;
@@ -276,37 +315,33 @@ async fn probe_slot_lag(config: Config) {
             client = connect_sql(&config).await.ok();
         }
         let Some(c) = &client else { continue };
-        let row = c
-            .query_opt(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
-                        pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
-                   FROM pg_replication_slots WHERE slot_name = $1",
-                &[&config.replication.slot],
-            )
-            .await;
-        match row {
-            Ok(Some(row)) => {
-                let confirmed_lag: i64 = row.get::<_, Option<i64>>(0).unwrap_or(0);
-                let retained: i64 = row.get::<_, Option<i64>>(1).unwrap_or(0);
-                crate::metrics::SLOT_LAG_BYTES.set(confirmed_lag);
-                crate::metrics::SLOT_RETAINED_BYTES.set(retained);
-                let seconds = if confirmed_lag > 0 {
+        match slot::slot_lag(c, &config.replication.slot).await {
+            Ok(Some(lag)) => {
+                crate::metrics::SLOT_LAG_BYTES.set(lag.confirmed_bytes as i64);
+                crate::metrics::SLOT_RETAINED_BYTES.set(lag.retained_bytes as i64);
+                let seconds = if lag.confirmed_bytes > 0 {
                     crate::metrics::seconds_since_last_handoff()
                 } else {
                     0.0
                 };
                 crate::metrics::SLOT_LAG_SECONDS.set(seconds);
-                if retained as u64 > config.replication.lag_budget_bytes
-                    && last_warning.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(60))
-                {
-                    warn!(
-                        retained_bytes = retained,
-                        budget_bytes = config.replication.lag_budget_bytes,
+                match budget.observe(lag.retained_bytes) {
+                    Some(slot::BudgetCrossing::Exceeded) => warn!(
                         slot = %config.replication.slot,
-                        "replication slot retains more WAL than the lag budget; check that walcast keeps up, and bound it with max_slot_wal_keep_size"
-                    );
-                    last_warning = Some(std::time::Instant::now());
+                        lag_bytes = lag.confirmed_bytes,
+                        retained_bytes = lag.retained_bytes,
+                        budget_bytes = budget.budget_bytes(),
+                        "replication slot retains more WAL than replication.lag_budget_bytes; check that walcast keeps up, and bound it with max_slot_wal_keep_size"
+                    ),
+                    Some(slot::BudgetCrossing::Recovered) => info!(
+                        slot = %config.replication.slot,
+                        retained_bytes = lag.retained_bytes,
+                        budget_bytes = budget.budget_bytes(),
+                        "replication slot is back within replication.lag_budget_bytes"
+                    ),
+                    None => {}
                 }
+                crate::metrics::SLOT_LAG_OVER_BUDGET.set(i64::from(budget.is_over()));
             }
             Ok(None) => {}
             Err(_) => client = None,

@@ -4,6 +4,11 @@
 //! Built on `postgres-protocol`'s message encoders and SCRAM implementation; the byte stream
 //! is ours. `postgres-protocol` does not know `CopyBothResponse` ('W') and copies every
 //! CopyData body, so both are framed here by hand (see rust-stack-notes pitfall 1).
+//!
+//! TLS: over TCP, unless `sslmode=disable`, an SSLRequest goes first; on 'S' the socket is
+//! wrapped in rustls (configured by [`crate::tls`]), on 'N' `prefer` goes on in plain text
+//! and the stricter modes stop. Everything after that works on any [`Stream`] (TCP, TLS,
+//! Unix socket).
 
 use std::io;
 use std::path::PathBuf;
@@ -14,6 +19,8 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::tls::{SslMode, TlsError, TlsSettings};
 
 /// Startup options pinned for every walsender session: value text must not depend on the
 /// server's defaults (pitfall 6).
@@ -34,7 +41,8 @@ pub struct ConnectParams {
     pub application_name: String,
     /// Extra `-c name=value` settings for this session.
     pub extra_options: Vec<(String, String)>,
-    pub tls_required: bool,
+    /// `sslmode` and `sslrootcert` (TCP only: Unix sockets never use TLS).
+    pub tls: TlsSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -50,12 +58,15 @@ impl std::fmt::Debug for ConnectParams {
             .field("port", &self.port)
             .field("user", &self.user)
             .field("dbname", &self.dbname)
+            .field("sslmode", &self.tls.mode)
             .finish_non_exhaustive()
     }
 }
 
 impl ConnectParams {
-    /// Reads host, port, user, password and database from a parsed database URL.
+    /// Reads host, port, user, password and database from a parsed database URL. The TLS
+    /// mode is the one tokio-postgres knows (disable, prefer, require); [`Self::with_tls`]
+    /// sets the full settings (`crate::config::Config::tls`).
     pub fn from_config(config: &tokio_postgres::Config) -> Self {
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => HostAddr::Tcp(h.clone()),
@@ -71,11 +82,21 @@ impl ConnectParams {
             password: config.get_password().map(<[u8]>::to_vec),
             application_name: "walcast".into(),
             extra_options: Vec::new(),
-            tls_required: matches!(
-                config.get_ssl_mode(),
-                tokio_postgres::config::SslMode::Require
-            ),
+            tls: TlsSettings {
+                mode: match config.get_ssl_mode() {
+                    tokio_postgres::config::SslMode::Disable => SslMode::Disable,
+                    tokio_postgres::config::SslMode::Require => SslMode::Require,
+                    _ => SslMode::Prefer,
+                },
+                root_cert: None,
+            },
         }
+    }
+
+    /// The same parameters with these TLS settings.
+    pub fn with_tls(mut self, tls: TlsSettings) -> Self {
+        self.tls = tls;
+        self
     }
 
     fn describe(&self) -> String {
@@ -101,21 +122,57 @@ pub enum ConnectError {
     Closed,
     #[error("timed out connecting to postgres at {0}")]
     Timeout(String),
-    #[error("postgres error {code}: {message}")]
+    #[error("postgres error {code}: {message}{}", advice_suffix(.advice))]
     Server {
         code: String,
         message: String,
         detail: Option<String>,
         hint: Option<String>,
+        /// What to do about it, when walcast knows (see [`server_advice`]).
+        advice: Option<String>,
     },
     #[error("postgres asked for a password but none is configured (add it to database.url)")]
     PasswordRequired,
     #[error("unsupported authentication method requested by postgres: {0}")]
     UnsupportedAuth(String),
-    #[error("TLS (sslmode=require) is not supported by this build; use sslmode=disable or prefer")]
-    TlsUnsupported,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("protocol violation: {0}")]
     Protocol(String),
+}
+
+fn advice_suffix(advice: &Option<String>) -> String {
+    advice
+        .as_deref()
+        .map(|a| format!("; {a}"))
+        .unwrap_or_default()
+}
+
+/// What an operator should do about a server error met while connecting as `user`, for
+/// the errors walcast can explain. Shared by the walsender and the SQL connection.
+pub fn server_advice(code: &str, message: &str, user: &str) -> Option<String> {
+    let role = if crate::config::is_identifier(user) {
+        user.to_owned()
+    } else {
+        format!("\"{}\"", user.replace('"', "\"\""))
+    };
+    match code {
+        "28P01" => Some(format!(
+            "the password for user {user:?} is wrong: fix it in database.url (or DATABASE_PASSWORD)"
+        )),
+        "42501" if message.contains("replication") || message.contains("WAL sender") => {
+            Some(format!(
+                "the role needs the REPLICATION attribute: run `ALTER ROLE {role} WITH REPLICATION;` as a superuser"
+            ))
+        }
+        "28000" if message.contains("no encryption") => Some(format!(
+            "the connection was not encrypted: if pg_hba.conf admits user {user:?} only on hostssl lines, connect with sslmode=require (or verify-full); otherwise add a host line for it to pg_hba.conf"
+        )),
+        "28000" if message.contains("no pg_hba.conf entry") => Some(format!(
+            "add a line for user {user:?} to the server's pg_hba.conf (walcast's replication connections match its database lines) and reload postgres"
+        )),
+        _ => None,
+    }
 }
 
 impl ConnectError {
@@ -146,6 +203,20 @@ impl ConnectError {
             _ => false,
         }
     }
+
+    /// Adds [`server_advice`] to a server error.
+    fn with_advice(mut self, user: &str) -> Self {
+        if let ConnectError::Server {
+            code,
+            message,
+            advice: advice @ None,
+            ..
+        } = &mut self
+        {
+            *advice = server_advice(code, message, user);
+        }
+        self
+    }
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -168,18 +239,22 @@ pub struct WalSenderConnection {
     stream: Box<dyn Stream>,
     read: BytesMut,
     write: BytesMut,
+    tls: bool,
 }
 
 impl WalSenderConnection {
     /// Connects, sends the startup message with `replication=database` and authenticates.
     pub async fn connect(params: &ConnectParams) -> Result<Self, ConnectError> {
-        if params.tls_required {
-            return Err(ConnectError::TlsUnsupported);
-        }
         let addr = params.describe();
         tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(params, &addr))
             .await
             .map_err(|_| ConnectError::Timeout(addr.clone()))?
+            .map_err(|e| e.with_advice(&params.user))
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     async fn connect_inner(params: &ConnectParams, addr: &str) -> Result<Self, ConnectError> {
@@ -187,27 +262,32 @@ impl WalSenderConnection {
             addr: addr.to_owned(),
             source,
         };
-        let stream: Box<dyn Stream> = match &params.host {
+        let (stream, tls): (Box<dyn Stream>, bool) = match &params.host {
             HostAddr::Tcp(host) => {
                 let tcp = tokio::net::TcpStream::connect((host.as_str(), params.port))
                     .await
                     .map_err(io_err)?;
                 tcp.set_nodelay(true).map_err(io_err)?;
-                Box::new(tcp)
+                if params.tls.mode == SslMode::Disable {
+                    (Box::new(tcp), false)
+                } else {
+                    start_tls(tcp, host, &params.tls, addr).await?
+                }
             }
+            // Postgres offers no TLS on Unix sockets (and libpq does not ask there).
             HostAddr::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{}", params.port));
-                Box::new(
-                    tokio::net::UnixStream::connect(path)
-                        .await
-                        .map_err(io_err)?,
-                )
+                let unix = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(io_err)?;
+                (Box::new(unix), false)
             }
         };
         let mut conn = WalSenderConnection {
             stream,
             read: BytesMut::with_capacity(64 * 1024),
             write: BytesMut::with_capacity(1024),
+            tls,
         };
         let mut options = SESSION_OPTIONS.to_owned();
         for (name, value) in &params.extra_options {
@@ -485,6 +565,60 @@ impl WalSenderConnection {
     }
 }
 
+/// Sends an SSLRequest on `tcp` and, when the server agrees, does the TLS handshake. Returns
+/// the stream to speak the protocol on and whether it is encrypted.
+async fn start_tls(
+    mut tcp: tokio::net::TcpStream,
+    host: &str,
+    settings: &TlsSettings,
+    addr: &str,
+) -> Result<(Box<dyn Stream>, bool), ConnectError> {
+    let config = settings.client_config()?;
+    let server_name = crate::tls::server_name(host)?;
+    let io_err = |source| ConnectError::Io {
+        addr: addr.to_owned(),
+        source,
+    };
+    let mut request = BytesMut::with_capacity(8);
+    frontend::ssl_request(&mut request);
+    tcp.write_all(&request).await.map_err(io_err)?;
+    // Exactly one byte: anything the server sent after it must go through TLS, never be
+    // taken as plain protocol (CVE-2021-23222).
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.map_err(io_err)?;
+    match answer[0] {
+        b'S' => {}
+        b'N' if settings.mode.requires_tls() => {
+            return Err(TlsError::NotSupported {
+                addr: addr.to_owned(),
+                mode: settings.mode,
+            }
+            .into());
+        }
+        b'N' => return Ok((Box::new(tcp), false)),
+        other => {
+            return Err(ConnectError::Protocol(format!(
+                "unexpected answer {other:#04x} to the SSLRequest"
+            )));
+        }
+    }
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| {
+            if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+                TlsError::from_handshake(&e, addr, host, settings).into()
+            } else {
+                // The connection broke mid-handshake: retried like any lost connection.
+                ConnectError::Io {
+                    addr: addr.to_owned(),
+                    source: e,
+                }
+            }
+        })?;
+    Ok((Box::new(stream), true))
+}
+
 /// Total length of the frame at the start of `buf` (tag byte included).
 fn frame_len(buf: &[u8]) -> Result<usize, ConnectError> {
     let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
@@ -517,5 +651,68 @@ fn server_error(body: backend::ErrorResponseBody) -> ConnectError {
         message,
         detail,
         hint,
+        advice: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_met_while_connecting_say_what_to_do() {
+        let advice = |code, message| server_advice(code, message, "walcast").unwrap_or_default();
+        assert!(
+            advice(
+                "28P01",
+                "password authentication failed for user \"walcast\""
+            )
+            .contains("password")
+        );
+        assert!(
+            advice(
+                "42501",
+                "must be superuser or replication role to start walsender"
+            )
+            .contains("ALTER ROLE walcast WITH REPLICATION;")
+        );
+        assert!(
+            advice("42501", "permission denied to start WAL sender")
+                .contains("ALTER ROLE walcast WITH REPLICATION;")
+        );
+        assert!(
+            server_advice(
+                "42501",
+                "must be superuser or replication role",
+                "Mixed Case"
+            )
+            .unwrap()
+            .contains("ALTER ROLE \"Mixed Case\" WITH REPLICATION;")
+        );
+        assert!(
+            advice(
+                "28000",
+                "pg_hba.conf rejects connection for host \"127.0.0.1\", user \"walcast\", database \"s\", no encryption"
+            )
+            .contains("sslmode=require")
+        );
+        assert_eq!(
+            server_advice("42P01", "relation does not exist", "walcast"),
+            None
+        );
+        let error = ConnectError::Server {
+            code: "28P01".into(),
+            message: "password authentication failed".into(),
+            detail: None,
+            hint: None,
+            advice: None,
+        }
+        .with_advice("walcast");
+        let text = error.to_string();
+        assert!(
+            text.starts_with("postgres error 28P01: password authentication failed; "),
+            "{text}"
+        );
+        assert_eq!(error.sqlstate(), Some("28P01"));
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use connection::{ConnectError, ConnectParams};
+pub use connection::{ConnectError, ConnectParams, server_advice};
 pub use pgoutput::{Datum, TupleData};
 pub use relations::{Relation, ReplicaIdentity};
 pub use stream::{ReplicationError, ReplicationStream};
@@ -116,12 +116,23 @@ pub enum ReplicationEvent {
     },
 }
 
-/// Opens and closes a walsender connection (authentication included): for tests and
-/// `walcast check`.
+/// What a trial walsender connection found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionProbe {
+    /// Whether the connection was encrypted.
+    pub tls: bool,
+}
+
+/// Opens and closes a walsender connection (TLS and authentication included): for
+/// `walcast check` and tests.
+pub async fn probe_connection(params: &ConnectParams) -> Result<ConnectionProbe, ConnectError> {
+    let conn = connection::WalSenderConnection::connect(params).await?;
+    Ok(ConnectionProbe { tls: conn.is_tls() })
+}
+
+/// Opens and closes a walsender connection (authentication included): for tests.
 pub async fn connect_for_test(params: &ConnectParams) -> Result<(), ConnectError> {
-    connection::WalSenderConnection::connect(params)
-        .await
-        .map(|_| ())
+    probe_connection(params).await.map(|_| ())
 }
 
 /// Microseconds between 1970-01-01 and 2000-01-01, the Postgres epoch.

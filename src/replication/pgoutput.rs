@@ -191,6 +191,11 @@ pub fn decode_message(data: &Bytes, in_stream: bool) -> Result<PgOutputMessage, 
             if count < 0 {
                 return Err(r.malformed("negative column count"));
             }
+            // Each column takes at least 10 bytes (flags, name terminator, type, modifier):
+            // refuse counts the payload cannot hold before allocating for them.
+            if count as usize * 10 > r.remaining() {
+                return Err(r.truncated());
+            }
             let mut columns = Vec::with_capacity(count as usize);
             for _ in 0..count {
                 let flags = r.u8()?;
@@ -665,6 +670,17 @@ mod tests {
             decode_message(&bad, false),
             Err(DecodeError::Truncated { .. })
         ));
+        // A huge relation column count must not allocate either.
+        let relation = msg(&[
+            b"R",
+            &1u32.to_be_bytes(),
+            b"public\0t\0d",
+            &i16::MAX.to_be_bytes(),
+        ]);
+        assert!(matches!(
+            decode_message(&relation, false),
+            Err(DecodeError::Truncated { .. })
+        ));
         // A huge truncate count must not allocate.
         let huge = msg(&[b"T", &u32::MAX.to_be_bytes(), &[0]]);
         assert!(decode_message(&huge, false).is_err());
@@ -699,6 +715,432 @@ mod tests {
                 buf.push(state as u8);
             }
             let _ = decode_message(&Bytes::from(buf), i % 2 == 0);
+        }
+    }
+
+    /// Property tests: every message type round-trips through hand-built bytes, and no
+    /// input, arbitrary or a damaged valid message, makes the decoder panic.
+    mod properties {
+        use super::super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        /// Builds pgoutput bytes.
+        #[derive(Default)]
+        struct Wire(Vec<u8>);
+
+        impl Wire {
+            fn put(&mut self, bytes: &[u8]) -> &mut Self {
+                self.0.extend_from_slice(bytes);
+                self
+            }
+            fn u8(&mut self, b: u8) -> &mut Self {
+                self.put(&[b])
+            }
+            fn u32(&mut self, n: u32) -> &mut Self {
+                self.put(&n.to_be_bytes())
+            }
+            fn u64(&mut self, n: u64) -> &mut Self {
+                self.put(&n.to_be_bytes())
+            }
+            fn cstr(&mut self, s: &str) -> &mut Self {
+                self.put(s.as_bytes()).u8(0)
+            }
+            /// The xid prefix of a streamed data message.
+            fn xid(&mut self, xid: Option<u32>) -> &mut Self {
+                match xid {
+                    Some(x) => self.u32(x),
+                    None => self,
+                }
+            }
+            fn old(&mut self, kind: OldTupleKind, t: &TupleData) -> &mut Self {
+                self.u8(match kind {
+                    OldTupleKind::Key => b'K',
+                    OldTupleKind::Full => b'O',
+                })
+                .tuple(t)
+            }
+            fn tuple(&mut self, t: &TupleData) -> &mut Self {
+                self.put(&(t.len() as i16).to_be_bytes());
+                for datum in t {
+                    match datum {
+                        Datum::Null => self.u8(b'n'),
+                        Datum::UnchangedToast => self.u8(b'u'),
+                        Datum::Text(b) => self.u8(b't').u32(b.len() as u32).put(b),
+                        Datum::Binary(b) => self.u8(b'b').u32(b.len() as u32).put(b),
+                    };
+                }
+                self
+            }
+        }
+
+        /// The wire form of `message`, as pgoutput sends it (streamed data messages carry
+        /// their xid first: decode those with `in_stream`).
+        fn encode(message: &PgOutputMessage) -> Vec<u8> {
+            let mut w = Wire::default();
+            match message {
+                PgOutputMessage::Begin(b) => {
+                    w.u8(b'B')
+                        .u64(b.final_lsn.0)
+                        .put(&b.commit_time.to_be_bytes())
+                        .u32(b.xid);
+                }
+                PgOutputMessage::Commit(c) => {
+                    w.put(b"C\0")
+                        .u64(c.commit_lsn.0)
+                        .u64(c.end_lsn.0)
+                        .put(&c.commit_time.to_be_bytes());
+                }
+                PgOutputMessage::Origin { commit_lsn, name } => {
+                    w.u8(b'O').u64(commit_lsn.0).cstr(name);
+                }
+                PgOutputMessage::Relation(r) => {
+                    w.u8(b'R')
+                        .xid(r.xid)
+                        .u32(r.oid)
+                        .cstr(&r.namespace)
+                        .cstr(&r.name);
+                    w.u8(r.replica_identity)
+                        .put(&(r.columns.len() as i16).to_be_bytes());
+                    for c in &r.columns {
+                        w.u8(u8::from(c.is_key))
+                            .cstr(&c.name)
+                            .u32(c.type_oid)
+                            .put(&c.type_modifier.to_be_bytes());
+                    }
+                }
+                PgOutputMessage::Type {
+                    xid,
+                    oid,
+                    namespace,
+                    name,
+                } => {
+                    w.u8(b'Y').xid(*xid).u32(*oid).cstr(namespace).cstr(name);
+                }
+                PgOutputMessage::Insert {
+                    xid,
+                    relation_id,
+                    new,
+                } => {
+                    w.u8(b'I').xid(*xid).u32(*relation_id).u8(b'N').tuple(new);
+                }
+                PgOutputMessage::Update {
+                    xid,
+                    relation_id,
+                    old,
+                    new,
+                } => {
+                    w.u8(b'U').xid(*xid).u32(*relation_id);
+                    if let Some((kind, t)) = old {
+                        w.old(*kind, t);
+                    }
+                    w.u8(b'N').tuple(new);
+                }
+                PgOutputMessage::Delete {
+                    xid,
+                    relation_id,
+                    old_kind,
+                    old,
+                } => {
+                    w.u8(b'D').xid(*xid).u32(*relation_id).old(*old_kind, old);
+                }
+                PgOutputMessage::Truncate {
+                    xid,
+                    cascade,
+                    restart_identity,
+                    relation_ids,
+                } => {
+                    w.u8(b'T')
+                        .xid(*xid)
+                        .u32(relation_ids.len() as u32)
+                        .u8(u8::from(*cascade) | u8::from(*restart_identity) << 1);
+                    for id in relation_ids {
+                        w.u32(*id);
+                    }
+                }
+                PgOutputMessage::Message {
+                    xid,
+                    transactional,
+                    lsn,
+                    prefix,
+                    content,
+                } => {
+                    w.u8(b'M')
+                        .xid(*xid)
+                        .u8(u8::from(*transactional))
+                        .u64(lsn.0)
+                        .cstr(prefix)
+                        .u32(content.len() as u32)
+                        .put(content);
+                }
+                PgOutputMessage::StreamStart { xid, first_segment } => {
+                    w.u8(b'S').u32(*xid).u8(u8::from(*first_segment));
+                }
+                PgOutputMessage::StreamStop => {
+                    w.u8(b'E');
+                }
+                PgOutputMessage::StreamCommit {
+                    xid,
+                    commit_lsn,
+                    end_lsn,
+                    commit_time,
+                } => {
+                    w.u8(b'c')
+                        .u32(*xid)
+                        .u8(0)
+                        .u64(commit_lsn.0)
+                        .u64(end_lsn.0)
+                        .put(&commit_time.to_be_bytes());
+                }
+                PgOutputMessage::StreamAbort { xid, subxid } => {
+                    w.u8(b'A').u32(*xid).u32(*subxid);
+                }
+            }
+            w.0
+        }
+
+        fn name() -> impl Strategy<Value = String> {
+            "[^\\x00]{0,12}"
+        }
+
+        fn bytes() -> impl Strategy<Value = Bytes> {
+            vec(any::<u8>(), 0..24).prop_map(Bytes::from)
+        }
+
+        fn datum() -> impl Strategy<Value = Datum> {
+            prop_oneof![
+                Just(Datum::Null),
+                Just(Datum::UnchangedToast),
+                bytes().prop_map(Datum::Text),
+                bytes().prop_map(Datum::Binary),
+            ]
+        }
+
+        fn tuple() -> impl Strategy<Value = TupleData> {
+            vec(datum(), 0..6)
+        }
+
+        fn old_kind() -> impl Strategy<Value = OldTupleKind> {
+            prop_oneof![Just(OldTupleKind::Key), Just(OldTupleKind::Full)]
+        }
+
+        fn lsn() -> impl Strategy<Value = Lsn> {
+            any::<u64>().prop_map(Lsn)
+        }
+
+        /// Any message, with the xid prefix of streamed data messages set iff `in_stream`.
+        fn message(in_stream: bool) -> BoxedStrategy<PgOutputMessage> {
+            let xid = move || {
+                if in_stream {
+                    any::<u32>().prop_map(Some).boxed()
+                } else {
+                    Just(None).boxed()
+                }
+            };
+            let column = (any::<bool>(), name(), any::<u32>(), any::<i32>()).prop_map(
+                |(is_key, name, type_oid, type_modifier)| ColumnDef {
+                    is_key,
+                    name,
+                    type_oid,
+                    type_modifier,
+                },
+            );
+            prop_oneof![
+                (lsn(), any::<i64>(), any::<u32>()).prop_map(|(final_lsn, commit_time, xid)| {
+                    PgOutputMessage::Begin(Begin {
+                        final_lsn,
+                        commit_time,
+                        xid,
+                    })
+                }),
+                (lsn(), lsn(), any::<i64>()).prop_map(|(commit_lsn, end_lsn, commit_time)| {
+                    PgOutputMessage::Commit(Commit {
+                        commit_lsn,
+                        end_lsn,
+                        commit_time,
+                    })
+                }),
+                (lsn(), name())
+                    .prop_map(|(commit_lsn, name)| PgOutputMessage::Origin { commit_lsn, name }),
+                (
+                    xid(),
+                    any::<u32>(),
+                    name(),
+                    name(),
+                    any::<u8>(),
+                    vec(column, 0..5)
+                )
+                    .prop_map(
+                        |(xid, oid, namespace, name, replica_identity, columns)| {
+                            PgOutputMessage::Relation(RelationBody {
+                                xid,
+                                oid,
+                                namespace,
+                                name,
+                                replica_identity,
+                                columns,
+                            })
+                        }
+                    ),
+                (xid(), any::<u32>(), name(), name()).prop_map(|(xid, oid, namespace, name)| {
+                    PgOutputMessage::Type {
+                        xid,
+                        oid,
+                        namespace,
+                        name,
+                    }
+                }),
+                (xid(), any::<u32>(), tuple()).prop_map(|(xid, relation_id, new)| {
+                    PgOutputMessage::Insert {
+                        xid,
+                        relation_id,
+                        new,
+                    }
+                }),
+                (
+                    xid(),
+                    any::<u32>(),
+                    proptest::option::of((old_kind(), tuple())),
+                    tuple()
+                )
+                    .prop_map(|(xid, relation_id, old, new)| {
+                        PgOutputMessage::Update {
+                            xid,
+                            relation_id,
+                            old,
+                            new,
+                        }
+                    }),
+                (xid(), any::<u32>(), old_kind(), tuple()).prop_map(
+                    |(xid, relation_id, old_kind, old)| PgOutputMessage::Delete {
+                        xid,
+                        relation_id,
+                        old_kind,
+                        old,
+                    }
+                ),
+                (xid(), any::<bool>(), any::<bool>(), vec(any::<u32>(), 0..6)).prop_map(
+                    |(xid, cascade, restart_identity, relation_ids)| PgOutputMessage::Truncate {
+                        xid,
+                        cascade,
+                        restart_identity,
+                        relation_ids,
+                    }
+                ),
+                (xid(), any::<bool>(), lsn(), name(), bytes()).prop_map(
+                    |(xid, transactional, lsn, prefix, content)| PgOutputMessage::Message {
+                        xid,
+                        transactional,
+                        lsn,
+                        prefix,
+                        content,
+                    }
+                ),
+                (any::<u32>(), any::<bool>()).prop_map(|(xid, first_segment)| {
+                    PgOutputMessage::StreamStart { xid, first_segment }
+                }),
+                Just(PgOutputMessage::StreamStop),
+                (any::<u32>(), lsn(), lsn(), any::<i64>()).prop_map(
+                    |(xid, commit_lsn, end_lsn, commit_time)| PgOutputMessage::StreamCommit {
+                        xid,
+                        commit_lsn,
+                        end_lsn,
+                        commit_time,
+                    }
+                ),
+                (any::<u32>(), any::<u32>())
+                    .prop_map(|(xid, subxid)| PgOutputMessage::StreamAbort { xid, subxid }),
+            ]
+            .boxed()
+        }
+
+        fn framed() -> impl Strategy<Value = (bool, PgOutputMessage)> {
+            any::<bool>().prop_flat_map(|in_stream| (Just(in_stream), message(in_stream)))
+        }
+
+        /// Ways to damage a valid message.
+        #[derive(Debug, Clone)]
+        enum Damage {
+            Truncate(usize),
+            Replace(usize, u8),
+            Insert(usize, Vec<u8>),
+            Append(Vec<u8>),
+            Remove(usize),
+        }
+
+        fn damage() -> impl Strategy<Value = Damage> {
+            prop_oneof![
+                any::<usize>().prop_map(Damage::Truncate),
+                (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Damage::Replace(i, b)),
+                (any::<usize>(), vec(any::<u8>(), 1..8)).prop_map(|(i, b)| Damage::Insert(i, b)),
+                vec(any::<u8>(), 1..8).prop_map(Damage::Append),
+                any::<usize>().prop_map(Damage::Remove),
+            ]
+        }
+
+        fn apply(mut bytes: Vec<u8>, damage: &Damage) -> Vec<u8> {
+            let at = |i: usize, len: usize| if len == 0 { 0 } else { i % len };
+            match damage {
+                Damage::Truncate(i) => bytes.truncate(at(*i, bytes.len())),
+                Damage::Replace(i, b) => {
+                    let i = at(*i, bytes.len());
+                    if let Some(x) = bytes.get_mut(i) {
+                        *x = *b;
+                    }
+                }
+                Damage::Insert(i, b) => {
+                    let i = at(*i, bytes.len() + 1);
+                    bytes.splice(i..i, b.iter().copied());
+                }
+                Damage::Append(b) => bytes.extend_from_slice(b),
+                Damage::Remove(i) => {
+                    if !bytes.is_empty() {
+                        let i = at(*i, bytes.len());
+                        bytes.remove(i);
+                    }
+                }
+            }
+            bytes
+        }
+
+        proptest! {
+            #[test]
+            fn every_message_round_trips((in_stream, message) in framed()) {
+                let bytes = Bytes::from(encode(&message));
+                prop_assert_eq!(decode_message(&bytes, in_stream), Ok(message));
+            }
+
+            #[test]
+            fn damaged_messages_are_errors_or_messages_never_panics(
+                (in_stream, message) in framed(),
+                damages in vec(damage(), 1..4),
+                flip_stream in any::<bool>(),
+            ) {
+                let mut bytes = encode(&message);
+                for d in &damages {
+                    bytes = apply(bytes, d);
+                }
+                let _ = decode_message(&Bytes::from(bytes), in_stream ^ flip_stream);
+            }
+
+            #[test]
+            fn arbitrary_bytes_are_errors_or_messages(
+                bytes in vec(any::<u8>(), 0..128),
+                in_stream in any::<bool>(),
+            ) {
+                let _ = decode_message(&Bytes::from(bytes), in_stream);
+            }
+
+            #[test]
+            fn any_proper_prefix_of_a_message_is_an_error(
+                (in_stream, message) in framed(),
+                cut in any::<usize>(),
+            ) {
+                let bytes = Bytes::from(encode(&message));
+                let end = cut % bytes.len();
+                // StreamStop is one byte: its only proper prefix is empty.
+                prop_assert!(decode_message(&bytes.slice(..end), in_stream).is_err());
+            }
         }
     }
 }

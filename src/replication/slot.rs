@@ -197,9 +197,113 @@ pub async fn ensure_slot(client: &Client, slot: &str) -> Result<Option<String>, 
     )))
 }
 
+/// How far a slot is behind the server's current WAL position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotLag {
+    /// Whether a walsender is consuming the slot.
+    pub active: bool,
+    /// Bytes between the current position and the slot's confirmed flush LSN.
+    pub confirmed_bytes: u64,
+    /// Bytes of WAL the slot keeps on the server (from its restart LSN).
+    pub retained_bytes: u64,
+}
+
+/// The lag of `slot` in the current database, if it exists. One query.
+pub async fn slot_lag(client: &Client, slot: &str) -> Result<Option<SlotLag>, SetupError> {
+    let row = client
+        .query_opt(
+            "SELECT active,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+               FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
+            &[&slot],
+        )
+        .await
+        .map_err(sql_error("reading pg_replication_slots"))?;
+    let bytes = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
+    Ok(row.map(|row| SlotLag {
+        active: row.get(0),
+        confirmed_bytes: bytes(row.get(1)),
+        retained_bytes: bytes(row.get(2)),
+    }))
+}
+
+/// Whether a slot retains more WAL than `replication.lag_budget_bytes`, remembered between
+/// probes so that the warning is logged once per crossing rather than on every probe. The
+/// slot counts as back within budget below 90% of it, so a lag hovering at the budget does
+/// not warn again and again.
+#[derive(Debug, Clone)]
+pub struct LagBudget {
+    budget_bytes: u64,
+    over: bool,
+}
+
+/// A change of side of the lag budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetCrossing {
+    /// The lag went over the budget.
+    Exceeded,
+    /// The lag came back under 90% of the budget.
+    Recovered,
+}
+
+impl LagBudget {
+    pub fn new(budget_bytes: u64) -> Self {
+        LagBudget {
+            budget_bytes,
+            over: false,
+        }
+    }
+
+    pub fn budget_bytes(&self) -> u64 {
+        self.budget_bytes
+    }
+
+    /// Whether the last measurement left the slot over budget.
+    pub fn is_over(&self) -> bool {
+        self.over
+    }
+
+    /// Records one measurement; returns the crossing it made, if any.
+    pub fn observe(&mut self, lag_bytes: u64) -> Option<BudgetCrossing> {
+        if !self.over && lag_bytes > self.budget_bytes {
+            self.over = true;
+            Some(BudgetCrossing::Exceeded)
+        } else if self.over && lag_bytes < self.budget_bytes / 10 * 9 {
+            self.over = false;
+            Some(BudgetCrossing::Recovered)
+        } else {
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lag_budget_reports_each_crossing_once() {
+        let mut budget = LagBudget::new(1000);
+        assert_eq!(budget.observe(10), None);
+        assert_eq!(budget.observe(1000), None, "at the budget is within it");
+        assert!(!budget.is_over());
+        assert_eq!(budget.observe(1001), Some(BudgetCrossing::Exceeded));
+        assert!(budget.is_over());
+        // Still over, or only a little under: no new report.
+        assert_eq!(budget.observe(5000), None);
+        assert_eq!(budget.observe(950), None);
+        assert!(budget.is_over());
+        assert_eq!(budget.observe(899), Some(BudgetCrossing::Recovered));
+        assert!(!budget.is_over());
+        assert_eq!(budget.observe(899), None);
+        assert_eq!(budget.observe(2000), Some(BudgetCrossing::Exceeded));
+        // A budget of 0 bytes: any lag is over, none is back under.
+        let mut zero = LagBudget::new(0);
+        assert_eq!(zero.observe(0), None);
+        assert_eq!(zero.observe(1), Some(BudgetCrossing::Exceeded));
+        assert_eq!(zero.observe(0), None);
+    }
 
     #[test]
     fn templates_render_quoted_identifiers() {

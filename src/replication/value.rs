@@ -264,4 +264,118 @@ mod tests {
         assert_eq!(decode_text(oid::INT4_ARRAY, "{}"), json!([]));
         assert_eq!(decode_text(oid::INT4_ARRAY, "{1,2"), json!("{1,2"));
     }
+
+    /// Property tests: no text of any type panics, and the shapes walcast relies on
+    /// (integers, arrays) round-trip.
+    mod properties {
+        use super::super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::sample::select;
+        use serde_json::json;
+
+        const TYPES: &[u32] = &[
+            oid::BOOL,
+            oid::INT8,
+            oid::INT2,
+            oid::INT4,
+            oid::OID,
+            oid::JSON,
+            oid::FLOAT4,
+            oid::FLOAT8,
+            oid::DATE,
+            oid::TIME,
+            oid::TIMESTAMP,
+            oid::TIMESTAMPTZ,
+            oid::NUMERIC,
+            oid::JSONB,
+            oid::BOOL_ARRAY,
+            oid::INT2_ARRAY,
+            oid::INT4_ARRAY,
+            oid::TEXT_ARRAY,
+            oid::VARCHAR_ARRAY,
+            oid::INT8_ARRAY,
+            oid::FLOAT4_ARRAY,
+            oid::FLOAT8_ARRAY,
+            oid::TIMESTAMP_ARRAY,
+            oid::DATE_ARRAY,
+            oid::TIMESTAMPTZ_ARRAY,
+            oid::NUMERIC_ARRAY,
+            oid::JSON_ARRAY,
+            oid::JSONB_ARRAY,
+            25,
+            1043,
+        ];
+
+        fn any_type() -> impl Strategy<Value = u32> {
+            prop_oneof![select(TYPES), any::<u32>()]
+        }
+
+        /// Text made of the characters that steer the array, number and time parsers.
+        fn tricky_text() -> impl Strategy<Value = String> {
+            r#"(\[1:2\]=)?[{}",\\ NULLtfe.:+0-9a-zA-Z\[\]=-]{0,48}"#
+        }
+
+        /// A quoted array element, with `\` and `"` escaped.
+        fn quoted(s: &str) -> String {
+            format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_of_any_type_decodes(type_oid in any_type(), text in any::<String>()) {
+                let _ = decode_text(type_oid, &text);
+                let _ = iso_timestamp(&text);
+                let _ = iso_time(&text);
+            }
+
+            #[test]
+            fn tricky_text_of_any_type_decodes(type_oid in any_type(), text in tricky_text()) {
+                let _ = decode_text(type_oid, &text);
+                let _ = iso_timestamp(&text);
+                let _ = iso_time(&text);
+            }
+
+            #[test]
+            fn deep_or_unbalanced_arrays_stay_strings(depth in 0usize..40, close in 0usize..40) {
+                let text = format!("{}1{}", "{".repeat(depth), "}".repeat(close));
+                let value = decode_text(oid::INT4_ARRAY, &text);
+                if depth != close || depth == 0 || depth > 7 {
+                    prop_assert_eq!(value, json!(text));
+                }
+            }
+
+            #[test]
+            fn bigints_are_numbers_up_to_2_pow_53_then_strings(n in any::<i64>()) {
+                let expected = if (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&n) {
+                    json!(n)
+                } else {
+                    json!(n.to_string())
+                };
+                prop_assert_eq!(decode_text(oid::INT8, &n.to_string()), expected);
+            }
+
+            #[test]
+            fn int_arrays_round_trip(items in vec(proptest::option::of(any::<i32>()), 0..8)) {
+                let text = format!(
+                    "{{{}}}",
+                    items
+                        .iter()
+                        .map(|i| i.map_or("NULL".to_owned(), |n| n.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                prop_assert_eq!(decode_text(oid::INT4_ARRAY, &text), json!(items));
+            }
+
+            #[test]
+            fn quoted_text_arrays_round_trip(items in vec(any::<String>(), 0..6)) {
+                let text = format!(
+                    "{{{}}}",
+                    items.iter().map(|s| quoted(s)).collect::<Vec<_>>().join(",")
+                );
+                prop_assert_eq!(decode_text(oid::TEXT_ARRAY, &text), json!(items));
+            }
+        }
+    }
 }

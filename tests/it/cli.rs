@@ -130,3 +130,40 @@ async fn setup_is_idempotent_and_check_reports_blockers() {
     );
     db.drop_all().await;
 }
+
+/// A slot that retains more WAL than `replication.lag_budget_bytes` is a blocker in
+/// `walcast check`, which says what to do about it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_a_slot_over_its_lag_budget() {
+    let db = TestDatabase::new().await;
+    let file = temp_config("[replication]\nlag_budget_bytes = 1\n");
+    let run = |args: &[&str]| {
+        walcast()
+            .env("DATABASE_URL", &db.url)
+            .env("WALCAST_SLOT", &db.name)
+            .env("WALCAST_PUBLICATION", &db.name)
+            .arg("--config")
+            .arg(file.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["setup"]).status.success());
+    // WAL written after the slot was made, and nobody consuming it.
+    db.replay("09").await;
+    let check = run(&["check"]);
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("lag_budget_bytes"))
+        .unwrap_or_else(|| panic!("no lag budget finding: {stdout}"));
+    assert!(
+        line.starts_with("BLOCKER")
+            && line.contains(&format!("slot {}", db.name))
+            && line.contains("over replication.lag_budget_bytes = 1")
+            && line.contains("max_slot_wal_keep_size"),
+        "{line}"
+    );
+    db.drop_all().await;
+}

@@ -3,8 +3,10 @@
 mod support;
 
 mod cli;
+mod connect_errors;
 mod document_model;
 mod golden;
 mod replication;
 mod resume;
 mod skeleton;
+mod tls;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{JsClient, TestDatabase, Walcast, wait_for};
+use crate::support::{JsClient, TestDatabase, Walcast, prepend_hba_lines, wait_for};
 
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -34,9 +34,11 @@ async fn an_idle_slot_confirms_wal_written_elsewhere() {
         )
         .await
         .unwrap();
+    // The insert position: with synchronous_commit = off the write position may not have
+    // moved yet, and could equal what walcast already confirmed.
     let target: i64 = other
         .client
-        .query_one("SELECT (pg_current_wal_lsn() - '0/0')::bigint", &[])
+        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint", &[])
         .await
         .unwrap()
         .get(0);
@@ -137,22 +139,11 @@ async fn custom_messages_follow_their_transaction() {
 /// Adds a pg_hba rule requiring `method` for `user` (kept at the top of the file) and
 /// reloads the server configuration.
 async fn require_auth_method(db: &TestDatabase, user: &str, method: &str) {
-    let hba: String = db
-        .client
-        .query_one("SHOW hba_file", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let line = format!("host all {user} 127.0.0.1/32 {method}\n");
-    let current = std::fs::read_to_string(&hba).unwrap();
-    if !current.contains(&line) {
-        std::fs::write(&hba, format!("{line}{current}")).unwrap();
-    }
-    db.client
-        .batch_execute("SELECT pg_reload_conf()")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    prepend_hba_lines(
+        &db.client,
+        &[format!("host all {user} 127.0.0.1/32 {method}")],
+    )
+    .await;
 }
 
 /// walcast streams as a role that must authenticate with SCRAM-SHA-256 or md5, and a wrong
@@ -166,16 +157,8 @@ async fn password_authentication_scram_and_md5() {
         } else {
             "scram-sha-256"
         };
-        db.client
-            .batch_execute(&format!(
-                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{user}') THEN
-                   CREATE ROLE {user} LOGIN REPLICATION; END IF; END $$;
-                 SET password_encryption = '{encryption}';
-                 ALTER ROLE {user} PASSWORD 's3cret pw';
-                 GRANT SELECT ON ALL TABLES IN SCHEMA public TO {user};"
-            ))
-            .await
-            .unwrap();
+        db.ensure_role(user, "REPLICATION", Some(("s3cret pw", encryption)))
+            .await;
         require_auth_method(&db, user, method).await;
         // Setup (publication, slot) as the table owner; streaming as the limited role.
         let owner_config = db.config();

@@ -238,6 +238,27 @@ impl TestDatabase {
             .unwrap();
     }
 
+    /// Makes sure the login role `user` exists (roles are cluster-wide) with `attributes`
+    /// (`REPLICATION`, `NOREPLICATION`…) and, when given, `password` hashed with
+    /// `encryption` (`scram-sha-256` or `md5`); grants it SELECT on this database's tables.
+    pub async fn ensure_role(&self, user: &str, attributes: &str, password: Option<(&str, &str)>) {
+        let mut sql = format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{user}') THEN
+               CREATE ROLE {user} LOGIN; END IF; END $$;
+             ALTER ROLE {user} LOGIN {attributes};
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {user};"
+        );
+        if let Some((password, encryption)) = password {
+            sql.push_str(&format!(
+                "SET password_encryption = '{encryption}'; ALTER ROLE {user} PASSWORD '{password}';"
+            ));
+        }
+        self.client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("creating role {user}: {e}"));
+    }
+
     /// A walcast configuration for this database.
     pub fn config(&self) -> Config {
         let mut config = Config::default();
@@ -368,6 +389,54 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Serialises edits of pg_hba.conf between the tests of this process (they run in parallel
+/// and each rewrites the whole file).
+static HBA_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Rewrites the cluster's pg_hba.conf with `edit` (in place, so the file keeps its owner, the
+/// server's OS user) and reloads the server configuration.
+pub async fn edit_hba(client: &tokio_postgres::Client, edit: impl FnOnce(&str) -> String) {
+    let hba: String = client.query_one("SHOW hba_file", &[]).await.unwrap().get(0);
+    {
+        let _guard = HBA_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let current = std::fs::read_to_string(&hba).unwrap();
+        let next = edit(&current);
+        if next != current {
+            std::fs::write(&hba, next).unwrap();
+        }
+    }
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Puts `lines` at the top of pg_hba.conf (the first matching line wins) unless present.
+pub async fn prepend_hba_lines(client: &tokio_postgres::Client, lines: &[String]) {
+    edit_hba(client, |current| {
+        let missing: String = lines
+            .iter()
+            .filter(|l| !current.lines().any(|c| c == l.as_str()))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        format!("{missing}{current}")
+    })
+    .await;
+}
+
+/// Takes `lines` out of pg_hba.conf again.
+pub async fn remove_hba_lines(client: &tokio_postgres::Client, lines: &[String]) {
+    edit_hba(client, |current| {
+        current
+            .lines()
+            .filter(|c| !lines.iter().any(|l| l == c))
+            .map(|c| format!("{c}\n"))
+            .collect()
+    })
+    .await;
 }
 
 /// Polls `check` until it is true; fails the test with `what` after `timeout`.
