@@ -94,6 +94,12 @@ pub static HANDSHAKE_REJECTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
         "socket handshakes refused",
     )
 });
+pub static UNATTRIBUTED_ROWS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_unattributed_rows_total",
+        "row changes of content tables that could not be tied to a document (default replica identity, row never seen)",
+    )
+});
 pub static SCHEMA_RELOADS: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         "walcast_schema_reloads_total",

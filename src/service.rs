@@ -411,6 +411,13 @@ impl Pipeline {
         {
             warn!(error = %e, "reading entries the WAL did not carry failed; their payloads name only the document");
         }
+        if events.unattributed > 0 {
+            crate::metrics::UNATTRIBUTED_ROWS.inc_by(u64::from(events.unattributed));
+            warn!(
+                rows = events.unattributed,
+                "row changes not tied to a document (default replica identity and a row walcast never saw); run `walcast setup` to set REPLICA IDENTITY FULL"
+            );
+        }
         for event in &events.events {
             crate::metrics::EVENTS
                 .with_label_values(&[&*event.key.uid, event.action.as_str()])

@@ -134,6 +134,9 @@ pub struct TransactionEvents {
     pub auth_changed: bool,
     /// Whether Strapi rewrote its schema row.
     pub schema_changed: bool,
+    /// Main-table row changes that could not be tied to a document (a default-identity
+    /// DELETE of a row the index never held).
+    pub unattributed: u32,
 }
 
 #[cfg(test)]

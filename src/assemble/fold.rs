@@ -126,7 +126,9 @@ pub fn fold_transaction(
 
     let mut touched = Touched::default();
     for change in &tx.changes {
-        attribute_change(model, index, &local, change, &mut touched);
+        if !attribute_change(model, index, &local, change, &mut touched) {
+            out.unattributed += 1;
+        }
     }
     // A locale added or removed changes the other locales' `localizations`.
     for doc in touched.order.clone() {
@@ -306,17 +308,18 @@ fn decide(
     }
 }
 
-/// Attributes one row change to the documents that own it.
+/// Attributes one row change to the documents that own it; `false` when a main-table row
+/// could not be tied to its document.
 fn attribute_change(
     model: &StrapiModel,
     index: &DocumentIndex,
     local: &LocalRows<'_>,
     change: &RowChange,
     touched: &mut Touched,
-) {
+) -> bool {
     let table = change.relation.name.as_str();
     let Some(role) = model.catalog.role(table) else {
-        return;
+        return true;
     };
     let images: Vec<RowImage<'_>> = [change.new.as_ref(), change.old.as_ref()]
         .into_iter()
@@ -326,9 +329,8 @@ fn attribute_change(
     let id = images.iter().find_map(|r| r.int("id"));
     match role {
         TableRole::Main(ct) => {
-            let Some(id) = id else { return };
-            let Some(doc) = main_doc(model, index, local, &ct.uid, id) else {
-                return;
+            let Some(doc) = id.and_then(|id| main_doc(model, index, local, &ct.uid, id)) else {
+                return false;
             };
             if change.kind == ChangeKind::Insert
                 && ct.draft_and_publish
@@ -375,7 +377,7 @@ fn attribute_change(
         TableRole::Component(uid) => {
             // A component created in this transaction is reached through its new `_cmps`
             // row, which is attributed on its own.
-            let Some(id) = id else { return };
+            let Some(id) = id else { return true };
             if let Some((cmps_table, link)) = index.component_owner(uid, id)
                 && let Some(TableRole::ComponentLinks(ct)) = model.catalog.role(cmps_table)
                 && let Some(doc) = main_doc(model, index, local, &ct.uid, link.entity)
@@ -399,6 +401,7 @@ fn attribute_change(
         }
         TableRole::Auth(_) | TableRole::CoreStore => {}
     }
+    true
 }
 
 /// The document of main row `id` of content type `uid`: from this transaction's images, or
