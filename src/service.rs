@@ -13,7 +13,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::assemble::{Assembled, TransactionBuffer, fold_transaction};
+use crate::assemble::{
+    Assembled, SpillError, TransactionBuffer, TransactionEvents, fold_transaction,
+};
 use crate::config::Config;
 use crate::gateway::{self, Health};
 use crate::replication::{ConnectParams, Lsn, ReplicationEvent, ReplicationStream, slot};
@@ -133,9 +135,23 @@ pub async fn run(
     {
         let io = io.clone();
         let health = Arc::clone(&health);
+        let buffer = TransactionBuffer::new(
+            config.replication.max_buffered_changes,
+            config.replication.spill_dir.clone(),
+        );
         tasks.spawn(async move {
-            pipeline(events_rx, client, model, router, io, handed_off_tx, health).await;
-            Ok(())
+            pipeline(
+                events_rx,
+                buffer,
+                client,
+                model,
+                router,
+                io,
+                handed_off_tx,
+                health,
+            )
+            .await
+            .context("pipeline")
         });
     }
     {
@@ -242,41 +258,59 @@ async fn probe_slot_lag(config: Config) {
 }
 
 /// Assembles, folds, routes and emits, in WAL order; reports each transaction handed off.
+///
+/// A transaction larger than the buffer's window (`replication.max_buffered_changes`) is
+/// folded, routed and emitted one window at a time, read back from its spill file, so memory
+/// stays bounded end to end. The consequence: a document whose rows straddle a window
+/// boundary may get two events (at-least-once still holds; offsets keep increasing through
+/// the transaction). The flush position moves past a transaction only after its last window
+/// is emitted.
+#[allow(clippy::too_many_arguments)] // wiring: one handle per stage
 async fn pipeline(
     mut events: mpsc::Receiver<ReplicationEvent>,
+    mut buffer: TransactionBuffer,
     client: tokio_postgres::Client,
     mut model: Arc<StrapiModel>,
     mut router: Router,
     io: SocketIo,
     handed_off: watch::Sender<Lsn>,
     health: Arc<Health>,
-) {
-    let mut buffer = TransactionBuffer::default();
+) -> anyhow::Result<()> {
+    let window_size = buffer.max_in_memory();
     while let Some(event) = events.recv().await {
         if matches!(event, ReplicationEvent::Restarted) {
             health.replicating.store(true, Ordering::Relaxed);
         }
-        match buffer.push(event) {
+        match buffer.push(event).context("buffering a transaction")? {
             None => {}
             Some(Assembled::Message(message)) => {
                 deliver_custom(&io, std::slice::from_ref(&message)).await;
             }
             Some(Assembled::Transaction(tx)) => {
-                let span = info_span!("transaction", commit_lsn = %tx.commit_lsn, changes = tx.changes.len());
+                let end_lsn = tx.end_lsn;
+                let span = info_span!("transaction", commit_lsn = %tx.commit_lsn, spilled = tx.is_spilled());
                 async {
                     crate::metrics::TRANSACTIONS.inc();
-                    crate::metrics::ROW_CHANGES.inc_by(tx.changes.len() as u64);
-                    let events = fold_transaction(&model, &tx);
-                    for event in &events.events {
-                        crate::metrics::EVENTS
-                            .with_label_values(&[&*event.key.uid, event.action.as_str()])
-                            .inc();
+                    let mut next_sequence = 0;
+                    let (mut schema_changed, mut auth_changed) = (false, false);
+                    for window in tx.batches(window_size) {
+                        let window = window?;
+                        crate::metrics::ROW_CHANGES.inc_by(window.changes.len() as u64);
+                        let mut events = fold_transaction(&model, &window);
+                        continue_sequence(&mut events, &mut next_sequence);
+                        for event in &events.events {
+                            crate::metrics::EVENTS
+                                .with_label_values(&[&*event.key.uid, event.action.as_str()])
+                                .inc();
+                        }
+                        for delivery in router.route(&events) {
+                            gateway::socketio::emit(&io, &delivery).await;
+                        }
+                        deliver_custom(&io, &window.messages).await;
+                        schema_changed |= events.schema_changed;
+                        auth_changed |= events.auth_changed;
                     }
-                    for delivery in router.route(&events) {
-                        gateway::socketio::emit(&io, &delivery).await;
-                    }
-                    deliver_custom(&io, &tx.messages).await;
-                    if events.schema_changed {
+                    if schema_changed {
                         match StrapiModel::load(&client).await {
                             Ok(m) => {
                                 info!(content_types = m.content_types.by_uid.len(), "strapi schema reloaded");
@@ -286,18 +320,31 @@ async fn pipeline(
                             Err(e) => warn!(error = %e, "schema reload failed; keeping the previous schema"),
                         }
                     }
-                    if events.auth_changed {
+                    if auth_changed {
                         match PermissionModel::load(&client).await {
                             Ok(p) => router.permissions = p,
                             Err(e) => warn!(error = %e, "permission reload failed; keeping the previous model"),
                         }
                     }
+                    Ok::<_, SpillError>(())
                 }
                 .instrument(span)
-                .await;
-                handed_off.send_replace(tx.end_lsn);
+                .await
+                .context("reading a spilled transaction back")?;
+                handed_off.send_replace(end_lsn);
                 crate::metrics::record_handoff();
             }
         }
+    }
+    Ok(())
+}
+
+/// `fold` numbers the events of each call from 0; the windows of one transaction continue
+/// the numbering so that offsets stay unique and increasing within the transaction.
+fn continue_sequence(events: &mut TransactionEvents, next: &mut u32) {
+    let base = *next;
+    for event in &mut events.events {
+        event.offset.sequence += base;
+        *next = (*next).max(event.offset.sequence + 1);
     }
 }
