@@ -129,9 +129,11 @@ async fn a_200k_row_transaction_is_streamed_spilled_and_delivered_whole() {
     let spilled = metric("walcast_spilled_changes_total").await;
     eprintln!(
         "200k streaming test: {events} events in {:.1} s; client received {received:?}, \
-         socket.io dropped {dropped}; spilled {spilled} changes, {} bytes; high water {high_water}",
+         socket.io dropped {dropped}; spilled {spilled} changes, {} bytes; high water {high_water}; \
+         walcast peak RSS {:?} KiB",
         elapsed.as_secs_f64(),
         metric("walcast_spilled_bytes_total").await,
+        walcast.peak_rss_kib(),
     );
     assert_eq!(
         events,

@@ -509,6 +509,19 @@ impl WalcastProcess {
         metric_where(self.addr, name, labels).await
     }
 
+    /// The process's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// SIGTERM, then waits for a clean exit.
     pub async fn stop(mut self) {
         let pid = self.child.id().expect("walcast is running");
