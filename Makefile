@@ -19,7 +19,7 @@ help:
 	@echo "make lint      cargo fmt --check and cargo clippy --all-targets -- -D warnings"
 	@echo "make demo      walcast on a demo cluster loaded with the Strapi 5.54 fixture (scripts/demo.sh;"
 	@echo "              WALCAST_DEMO_FRESH=1 reloads the fixture from scratch)"
-	@echo "make pg-stop   stop the test and demo clusters"
+	@echo "make pg-stop   stop the test, restart and demo clusters"
 	@echo "make clean-pg  stop them and delete their data directories"
 
 $(JS_STAMP): $(JS_DIR)/package-lock.json $(JS_DIR)/package.json
@@ -62,11 +62,13 @@ demo:
 	scripts/demo.sh
 
 pg-stop:
-	$(call say,"stopping the test and demo Postgres clusters")
+	$(call say,"stopping the test, restart and demo Postgres clusters")
 	scripts/pg-cluster.sh stop test
+	scripts/pg-cluster.sh stop restart
 	scripts/pg-cluster.sh stop demo
 
 clean-pg:
-	$(call say,"stopping the test and demo Postgres clusters and deleting their data")
+	$(call say,"stopping the test, restart and demo Postgres clusters and deleting their data")
 	scripts/pg-cluster.sh clean test
+	scripts/pg-cluster.sh clean restart
 	scripts/pg-cluster.sh clean demo

@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # scripts/pg-cluster.sh: a private PostgreSQL cluster for walcast's tests and demo.
 #
-#   scripts/pg-cluster.sh start|stop|status|url|install|datadir|clean [NAME]
+#   scripts/pg-cluster.sh start|stop|restart|status|url|install|datadir|clean [NAME]
 #
-# NAME is `test` (port 54329, the default) or `demo` (port 54330); WALCAST_PG_PORT overrides the
-# port. The cluster never touches the machine's own Postgres on 5432.
+# NAME is `test` (port 54329, the default), `demo` (port 54330) or `restart` (port 54331: a private
+# cluster that one test restarts under walcast's feet). WALCAST_PG_PORT overrides the port of test
+# and demo, WALCAST_PG_RESTART_PORT that of restart. The cluster never touches the machine's own
+# Postgres on 5432. The test and restart clusters stream every transaction larger than 64 kB
+# (logical_decoding_work_mem), so the tests exercise pgoutput's streaming of large transactions.
 #
 #   start    initdb if needed, then start (idempotent; safe to run concurrently: flock).
 #            The LAST LINE OF STDOUT is the superuser URL, postgres://postgres@127.0.0.1:PORT/postgres;
 #            every other message goes to stderr.
 #   url      print that URL without starting anything.
 #   stop     pg_ctl -m fast stop (no-op when not running).
+#   restart  pg_ctl -m fast restart (starts it when not running); prints the URL like start.
 #   status   exit 0 when running, 1 otherwise.
 #   install  only make sure the server binaries are installed.
 #   datadir  print the data directory (pg_hba.conf, postgresql.conf and server.log live there).
 #   clean    stop, then delete the data directory (both the in-repo and the fallback location).
 #
-# Data directory: <repo>/target/pg-test or <repo>/.walcast/pg-demo. When we run as root the server
-# runs as the `postgres` OS user (initdb refuses root); if that user cannot reach the in-repo folder
-# (a clone under a mode-0700 `mktemp -d`, say) the cluster lives in
+# Data directory: <repo>/target/pg-test, <repo>/target/pg-restart or <repo>/.walcast/pg-demo. When
+# we run as root the server runs as the `postgres` OS user (initdb refuses root); if that user cannot
+# reach the in-repo folder (a clone under a mode-0700 `mktemp -d`, say) the cluster lives in
 # ${TMPDIR:-/tmp}/walcast-pg-NAME-<hash of the repo path> instead. The Unix socket sits in the data
 # directory itself. The server log is <datadir>/server.log.
 #
@@ -29,7 +33,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -42,12 +46,13 @@ NAME="${2:-test}"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 case "$NAME" in
-    test) DEFAULT_PORT=54329; PRIMARY="$REPO/target/pg-test" ;;
-    demo) DEFAULT_PORT=54330; PRIMARY="$REPO/.walcast/pg-demo" ;;
-    *) die "unknown cluster name '$NAME' (expected test or demo)" ;;
+    test) DEFAULT_PORT=54329; PRIMARY="$REPO/target/pg-test"; PORT_VAR=WALCAST_PG_PORT ;;
+    demo) DEFAULT_PORT=54330; PRIMARY="$REPO/.walcast/pg-demo"; PORT_VAR=WALCAST_PG_PORT ;;
+    restart) DEFAULT_PORT=54331; PRIMARY="$REPO/target/pg-restart"; PORT_VAR=WALCAST_PG_RESTART_PORT ;;
+    *) die "unknown cluster name '$NAME' (expected test, demo or restart)" ;;
 esac
-PORT="${WALCAST_PG_PORT:-$DEFAULT_PORT}"
-[[ "$PORT" =~ ^[0-9]+$ ]] || die "WALCAST_PG_PORT must be a number, got '$PORT'"
+PORT="${!PORT_VAR:-$DEFAULT_PORT}"
+[[ "$PORT" =~ ^[0-9]+$ ]] || die "$PORT_VAR must be a number, got '$PORT'"
 URL="postgres://postgres@127.0.0.1:${PORT}/postgres"
 
 IS_ROOT=0
@@ -214,8 +219,10 @@ all_datadirs() {
 
 write_conf_block() {
     # Rewritten at every start, between the markers, so a moved repo or WALCAST_PG_PORT still works.
-    local conf="$DATADIR/postgresql.conf" tmp
+    local conf="$DATADIR/postgresql.conf" tmp decoding_mem=64MB
     tmp="$(mktemp)"
+    # The test clusters stream (pgoutput protocol 2) every transaction over 64 kB.
+    [[ "$NAME" == demo ]] || decoding_mem=64kB
     as_pg cat "$conf" | sed '/^# BEGIN walcast$/,/^# END walcast$/d' >"$tmp"
     cat >>"$tmp" <<EOF
 # BEGIN walcast
@@ -235,6 +242,7 @@ max_slot_wal_keep_size = 4GB
 logging_collector = off
 log_min_messages = warning
 wal_sender_timeout = 60s
+logical_decoding_work_mem = $decoding_mem
 # END walcast
 EOF
     as_pg tee "$conf" <"$tmp" >/dev/null
@@ -341,6 +349,26 @@ do_stop() {
     fi
 }
 
+do_restart() {
+    ensure_binaries
+    take_lock
+    choose_datadir 1
+    BINDIR="$(find_bindir)"
+    if ! is_running; then
+        flock -u 9
+        do_start
+        return
+    fi
+    log "restarting cluster '$NAME' ($DATADIR, pg_ctl -m fast restart)"
+    if ! as_pg "$BINDIR/pg_ctl" -D "$DATADIR" -l "$DATADIR/server.log" -m fast -w -t 60 restart >&2; then
+        log "server failed to restart; last lines of $DATADIR/server.log:"
+        as_pg tail -n 30 "$DATADIR/server.log" >&2 || true
+        exit 1
+    fi
+    flock -u 9
+    echo "$URL"
+}
+
 do_status() {
     choose_datadir 0
     BINDIR="$(find_bindir || true)"
@@ -372,6 +400,7 @@ do_clean() {
 case "$CMD" in
     start) do_start ;;
     stop) do_stop ;;
+    restart) do_restart ;;
     status) do_status ;;
     url) echo "$URL" ;;
     install) ensure_binaries; log "server binaries: $BINDIR" ;;

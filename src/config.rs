@@ -88,6 +88,17 @@ pub struct ReplicationConfig {
     pub status_interval_ms: u64,
     /// Whether `walcast setup` sets `REPLICA IDENTITY FULL` on the content tables.
     pub replica_identity_full: bool,
+    /// Row changes of one transaction kept in memory; beyond this they spill to a temp file,
+    /// and a committed transaction is folded and emitted in windows of this many changes.
+    pub max_buffered_changes: usize,
+    /// Where spill files go; `None` is the OS temp dir. The files are anonymous (unlinked at
+    /// creation), so nothing is left behind, even after a crash.
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl ReplicationConfig {
+    /// Default of `replication.max_buffered_changes`.
+    pub const DEFAULT_MAX_BUFFERED_CHANGES: usize = 10_000;
 }
 
 impl Default for ReplicationConfig {
@@ -98,6 +109,8 @@ impl Default for ReplicationConfig {
             lag_budget_bytes: 1 << 30,
             status_interval_ms: 10_000,
             replica_identity_full: true,
+            max_buffered_changes: Self::DEFAULT_MAX_BUFFERED_CHANGES,
+            spill_dir: None,
         }
     }
 }
@@ -565,6 +578,18 @@ impl Config {
                 "1000 to 600000",
             );
         }
+        if self.replication.max_buffered_changes == 0 {
+            invalid("replication.max_buffered_changes", "0", "1 or more");
+        }
+        if let Some(dir) = &self.replication.spill_dir
+            && !dir.is_dir()
+        {
+            invalid(
+                "replication.spill_dir",
+                &dir.display().to_string(),
+                "an existing directory (leave it out for the OS temp dir)",
+            );
+        }
         if self.server.listen.parse::<SocketAddr>().is_err() {
             invalid(
                 "server.listen",
@@ -872,6 +897,33 @@ mod tests {
         assert_eq!(
             config.postgres().get_ssl_mode(),
             tokio_postgres::config::SslMode::Require
+        );
+    }
+
+    #[test]
+    fn buffer_size_and_spill_dir_are_checked() {
+        let config = Config::from_toml(
+            "[replication]\nmax_buffered_changes = 0\nspill_dir = \"/nonexistent/walcast-spill\"\n",
+        )
+        .unwrap();
+        let text: Vec<String> = config
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            text.iter()
+                .any(|t| t.contains("replication.max_buffered_changes") && t.contains("1 or more")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains("replication.spill_dir")),
+            "{text:?}"
+        );
+        assert_eq!(
+            Config::default().replication.max_buffered_changes,
+            ReplicationConfig::DEFAULT_MAX_BUFFERED_CHANGES
         );
     }
 

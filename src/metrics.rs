@@ -148,6 +148,42 @@ pub static SLOT_LAG_SECONDS: LazyLock<Gauge> = LazyLock::new(|| {
         .expect("registered once");
     g
 });
+pub static TRANSACTION_BUFFER_CHANGES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "walcast_transaction_buffer_changes",
+        "row changes of not yet delivered transactions held in memory (the rest is spilled to disk)",
+    )
+});
+pub static TRANSACTION_BUFFER_HIGH_WATER: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "walcast_transaction_buffer_high_water",
+        "the most row changes a transaction buffer has held in memory at once",
+    )
+});
+pub static SPILLED_CHANGES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_spilled_changes_total",
+        "row changes written to spill files because their transaction exceeded replication.max_buffered_changes",
+    )
+});
+pub static SPILLED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_spilled_bytes_total",
+        "bytes written to spill files",
+    )
+});
+pub static STREAMED_TRANSACTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_streamed_transactions_total",
+        "transactions postgres streamed before their commit (pgoutput protocol 2)",
+    )
+});
+pub static ABORTED_STREAMS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_aborted_streams_total",
+        "streamed transactions aborted as a whole; their changes were dropped",
+    )
+});
 
 pub static REPLAY_LOG_EVENTS: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
@@ -226,6 +262,12 @@ pub fn render() -> String {
         &*REPLAY_LOG_TRUNCATED_BYTES,
         &*REPLAYED_EVENTS,
         &*REPLAY_GAPS,
+        &*TRANSACTION_BUFFER_CHANGES,
+        &*TRANSACTION_BUFFER_HIGH_WATER,
+        &*SPILLED_CHANGES,
+        &*SPILLED_BYTES,
+        &*STREAMED_TRANSACTIONS,
+        &*ABORTED_STREAMS,
     );
     let encoder = prometheus::TextEncoder::new();
     encoder

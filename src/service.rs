@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::assemble::{
-    Assembled, DocumentIndex, PopulateSettings, TransactionBuffer, TransactionEvents,
-    fold_transaction, snapshot,
+    Assembled, CommittedTransaction, DocumentIndex, PopulateSettings, SpillError,
+    TransactionBuffer, TransactionEvents, fold_transaction, snapshot,
 };
 use crate::config::Config;
 use crate::deliver::{Handoff, ReplayLimits, ReplayLog};
@@ -231,6 +231,10 @@ pub async fn run_with_tap(
         let io = io.clone();
         let health = Arc::clone(&health);
         let config_for_pipeline = config.clone();
+        let buffer = TransactionBuffer::new(
+            config.replication.max_buffered_changes,
+            config.replication.spill_dir.clone(),
+        );
         tasks.spawn(async move {
             let pipeline = Pipeline {
                 populate: populate_settings(&config_for_pipeline),
@@ -247,7 +251,7 @@ pub async fn run_with_tap(
                 health,
                 tap,
             };
-            pipeline.run(events_rx).await.context("pipeline")
+            pipeline.run(events_rx, buffer).await.context("pipeline")
         });
     }
     {
@@ -368,28 +372,39 @@ struct Pipeline {
     tap: Option<TransactionTap>,
 }
 
+/// Why the pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+enum PipelineError {
+    #[error(transparent)]
+    ReplayLog(#[from] crate::deliver::ReplayLogError),
+    #[error("buffering a transaction")]
+    Spill(#[from] SpillError),
+}
+
 impl Pipeline {
     /// Assembles, folds, routes, logs and emits, in WAL order; reports each transaction
-    /// handed off. Ends when replication stops, or when the replay log cannot be written
-    /// (nothing may be confirmed to Postgres that the log does not hold).
+    /// handed off. Ends when replication stops, when a spilled transaction cannot be read
+    /// back, or when the replay log cannot be written (nothing may be confirmed to Postgres
+    /// that the log does not hold).
     async fn run(
         mut self,
         mut events: mpsc::Receiver<ReplicationEvent>,
-    ) -> Result<(), crate::deliver::ReplayLogError> {
-        let mut buffer = TransactionBuffer::default();
+        mut buffer: TransactionBuffer,
+    ) -> Result<(), PipelineError> {
+        let window_size = buffer.max_in_memory();
         while let Some(event) = events.recv().await {
             if matches!(event, ReplicationEvent::Restarted) {
                 self.health.replicating.store(true, Ordering::Relaxed);
             }
-            match buffer.push(event) {
+            match buffer.push(event)? {
                 None => {}
                 Some(Assembled::Message(message)) => {
                     deliver_custom(&self.io, std::slice::from_ref(&message)).await;
                 }
                 Some(Assembled::Transaction(tx)) => {
-                    let span = info_span!("transaction", commit_lsn = %tx.commit_lsn, changes = tx.changes.len());
+                    let span = info_span!("transaction", commit_lsn = %tx.commit_lsn, spilled = tx.is_spilled());
                     let end_lsn = tx.end_lsn;
-                    self.transaction(tx).instrument(span).await?;
+                    self.transaction(tx, window_size).instrument(span).await?;
                     self.handoff.send(end_lsn);
                 }
             }
@@ -397,45 +412,73 @@ impl Pipeline {
         Ok(())
     }
 
+    /// One committed transaction, window by window.
+    ///
+    /// A transaction larger than the buffer's window (`replication.max_buffered_changes`) is
+    /// folded, routed and emitted one window at a time, read back from its spill file, so
+    /// memory stays bounded end to end. The consequence: a document whose rows straddle a
+    /// window boundary may get two events (at-least-once still holds; offsets keep increasing
+    /// through the transaction). The flush position moves past a transaction only after its
+    /// last window is handed off.
     async fn transaction(
         &mut self,
-        tx: crate::assemble::CommittedTransaction,
-    ) -> Result<(), crate::deliver::ReplayLogError> {
+        tx: CommittedTransaction,
+        window_size: usize,
+    ) -> Result<(), PipelineError> {
         crate::metrics::TRANSACTIONS.inc();
-        crate::metrics::ROW_CHANGES.inc_by(tx.changes.len() as u64);
-        let mut events = fold_transaction(&self.model, &self.populate, &mut self.index, &tx);
-        if let Err(e) = self
-            .fetcher
-            .complete(&self.client, &self.model, &mut events)
-            .await
-        {
-            warn!(error = %e, "reading entries the WAL did not carry failed; their payloads name only the document");
-        }
-        if events.unattributed > 0 {
-            crate::metrics::UNATTRIBUTED_ROWS.inc_by(u64::from(events.unattributed));
-            warn!(
-                rows = events.unattributed,
-                "row changes not tied to a document (default replica identity and a row walcast never saw); run `walcast setup` to set REPLICA IDENTITY FULL"
-            );
-        }
-        for event in &events.events {
-            crate::metrics::EVENTS
-                .with_label_values(&[&*event.key.uid, event.action.as_str()])
-                .inc();
-        }
-        // Logged before emitted; resent ones (already logged) come back filtered out.
-        let deliveries = self.replay.append(self.router.route(&events))?;
-        {
-            let _live = self.replay.live_turn(&deliveries).await;
-            for delivery in &deliveries {
-                gateway::socketio::emit(&self.io, delivery).await;
+        let mut next_sequence = 0;
+        let (mut schema_changed, mut auth_changed) = (false, false);
+        let mut tapped = Vec::new();
+        for window in tx.batches(window_size) {
+            let window = window?;
+            crate::metrics::ROW_CHANGES.inc_by(window.changes.len() as u64);
+            let mut events =
+                fold_transaction(&self.model, &self.populate, &mut self.index, &window);
+            continue_sequence(&mut events, &mut next_sequence);
+            if let Err(e) = self
+                .fetcher
+                .complete(&self.client, &self.model, &mut events)
+                .await
+            {
+                warn!(error = %e, "reading entries the WAL did not carry failed; their payloads name only the document");
+            }
+            if events.unattributed > 0 {
+                crate::metrics::UNATTRIBUTED_ROWS.inc_by(u64::from(events.unattributed));
+                warn!(
+                    rows = events.unattributed,
+                    "row changes not tied to a document (default replica identity and a row walcast never saw); run `walcast setup` to set REPLICA IDENTITY FULL"
+                );
+            }
+            for event in &events.events {
+                crate::metrics::EVENTS
+                    .with_label_values(&[&*event.key.uid, event.action.as_str()])
+                    .inc();
+            }
+            // Logged before emitted; resent ones (already logged) come back filtered out.
+            let deliveries = self.replay.append(self.router.route(&events))?;
+            {
+                let _live = self.replay.live_turn(&deliveries).await;
+                for delivery in &deliveries {
+                    gateway::socketio::emit(&self.io, delivery).await;
+                    // An emit only queues packets (try_send) and wakes each socket's writer
+                    // task into this worker's LIFO slot, which no other worker steals: without
+                    // a yield, a burst queues everything before any writer runs, and socket.io
+                    // drops what exceeds a socket's buffer (4,096 of 200,000 got through in a
+                    // test).
+                    tokio::task::yield_now().await;
+                }
+            }
+            deliver_custom(&self.io, &window.messages).await;
+            schema_changed |= events.schema_changed;
+            auth_changed |= events.auth_changed;
+            if self.tap.is_some() {
+                tapped.push(events);
             }
         }
-        deliver_custom(&self.io, &tx.messages).await;
-        if events.schema_changed {
+        if schema_changed {
             self.reload_schema().await;
         }
-        if events.auth_changed {
+        if auth_changed {
             match PermissionModel::load(&self.client).await {
                 Ok(p) => {
                     self.router.permissions = p;
@@ -444,8 +487,11 @@ impl Pipeline {
                 Err(e) => warn!(error = %e, "permission reload failed; keeping the previous model"),
             }
         }
+        // Tapped once the transaction's effects (reloads included) are in place.
         if let Some(tap) = &self.tap {
-            let _ = tap.send(Arc::new(events));
+            for events in tapped {
+                let _ = tap.send(Arc::new(events));
+            }
         }
         Ok(())
     }
@@ -490,5 +536,15 @@ impl Pipeline {
                 warn!(error = %e, "re-reading the document index failed; keeping the previous schema")
             }
         }
+    }
+}
+
+/// `fold` numbers the events of each call from 0; the windows of one transaction continue
+/// the numbering so that offsets stay unique and increasing within the transaction.
+fn continue_sequence(events: &mut TransactionEvents, next: &mut u32) {
+    let base = *next;
+    for event in &mut events.events {
+        event.offset.sequence += base;
+        *next = (*next).max(event.offset.sequence + 1);
     }
 }

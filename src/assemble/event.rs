@@ -74,7 +74,7 @@ pub struct EventOffset {
 
 impl fmt::Display for EventOffset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016X}-{:05}", self.commit_lsn.0, self.sequence)
+        write!(f, "{:016X}-{:010}", self.commit_lsn.0, self.sequence)
     }
 }
 
@@ -160,6 +160,12 @@ mod tests {
         assert_eq!(a.to_string().parse::<EventOffset>().unwrap(), a);
         assert!(a < b && b < c);
         assert!(a.to_string() < b.to_string() && b.to_string() < c.to_string());
+        // Past 100,000 events in one transaction the text still sorts like the offsets.
+        let big = EventOffset {
+            commit_lsn: Lsn(0x16_B374_D848),
+            sequence: 200_000,
+        };
+        assert!(b.to_string() < big.to_string() && big.to_string() < c.to_string());
         assert!("junk".parse::<EventOffset>().is_err());
     }
 }

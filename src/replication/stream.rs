@@ -26,6 +26,9 @@ use super::{ChangeKind, Lsn, ReplicationEvent, RowChange};
 
 /// How often progress is checked and, if it moved, confirmed to the server.
 const PROGRESS_TICK: Duration = Duration::from_millis(250);
+/// The first `server_version_num` whose pgoutput streams in-progress transactions
+/// (protocol 2, `streaming 'on'`).
+const STREAMING_SERVER_VERSION: u32 = 140_000;
 /// First and largest pause between reconnection attempts.
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -132,14 +135,16 @@ impl ReplicationStream {
         shutdown: &CancellationToken,
     ) -> Result<(), ReplicationError> {
         let mut conn = WalSenderConnection::connect(&self.params).await?;
-        self.preflight(&mut conn).await?;
+        let server_version = self.preflight(&mut conn).await?;
         let start = *handed_off.borrow();
-        let command = format!(
-            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names '{}', messages 'true')",
-            self.slot, start, self.publication
-        );
+        let command = self.start_command(start, server_version);
         conn.start_copy_both(&command).await?;
-        info!(slot = %self.slot, %start, "replication streaming");
+        info!(
+            slot = %self.slot,
+            %start,
+            streaming = server_version >= STREAMING_SERVER_VERSION,
+            "replication streaming"
+        );
         crate::metrics::REPLICATION_STREAMING.set(1);
         events
             .send(ReplicationEvent::Restarted)
@@ -188,8 +193,31 @@ impl ReplicationStream {
         result
     }
 
-    /// Checks wal_level, slot and publication on the replication connection itself.
-    async fn preflight(&self, conn: &mut WalSenderConnection) -> Result<(), ReplicationError> {
+    /// `START_REPLICATION` for this slot from `start`. Postgres 14 and later stream large
+    /// transactions before they commit (pgoutput protocol 2, `streaming 'on'`), so the first
+    /// bytes arrive before the whole transaction is decoded and Postgres spills less; older
+    /// servers get protocol 1.
+    fn start_command(&self, start: Lsn, server_version: u32) -> String {
+        let protocol = if server_version >= STREAMING_SERVER_VERSION {
+            "proto_version '2', streaming 'on'"
+        } else {
+            "proto_version '1'"
+        };
+        format!(
+            "START_REPLICATION SLOT {} LOGICAL {} ({protocol}, publication_names '{}', messages 'true')",
+            self.slot, start, self.publication
+        )
+    }
+
+    /// Checks wal_level, slot and publication on the replication connection itself;
+    /// returns the server's `server_version_num`.
+    async fn preflight(&self, conn: &mut WalSenderConnection) -> Result<u32, ReplicationError> {
+        let rows = conn.simple_query("SHOW server_version_num").await?;
+        let server_version = rows
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let rows = conn.simple_query("SHOW wal_level").await?;
         let level = rows
             .first()
@@ -220,7 +248,7 @@ impl ReplicationStream {
                 publication: self.publication.clone(),
             });
         }
-        Ok(())
+        Ok(server_version)
     }
 
     async fn handle_frame(
@@ -241,10 +269,8 @@ impl ReplicationStream {
                     .map_err(|source| ReplicationError::Decode { lsn: start, source })?;
                 crate::metrics::WAL_MESSAGES.inc();
                 if let Some(event) = self.to_event(session, message)? {
-                    events
-                        .send(event)
-                        .await
-                        .map_err(|_| ReplicationError::PipelineClosed)?;
+                    self.forward(conn, session, event, events, handed_off)
+                        .await?;
                 }
             }
             Some(b'k') if data.len() >= 18 => {
@@ -260,6 +286,30 @@ impl ReplicationStream {
             }
         }
         Ok(())
+    }
+
+    /// Sends one event down the pipeline. While the pipeline is busy (a large transaction
+    /// being emitted) the channel stays full and the socket is not read; status updates go
+    /// on meanwhile, so the server does not end the session at `wal_sender_timeout`.
+    async fn forward(
+        &self,
+        conn: &mut WalSenderConnection,
+        session: &mut Session,
+        event: ReplicationEvent,
+        events: &mpsc::Sender<ReplicationEvent>,
+        handed_off: &watch::Receiver<Lsn>,
+    ) -> Result<(), ReplicationError> {
+        loop {
+            tokio::select! {
+                permit = events.reserve() => {
+                    permit.map_err(|_| ReplicationError::PipelineClosed)?.send(event);
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(PROGRESS_TICK) => {
+                    self.confirm_progress(conn, session, handed_off, None, false).await?;
+                }
+            }
+        }
     }
 
     fn to_event(
@@ -423,5 +473,28 @@ impl ReplicationStream {
             crate::metrics::CONFIRMED_LSN.set(flush.0 as i64);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_is_asked_for_from_postgres_14_on() {
+        let stream = ReplicationStream {
+            params: ConnectParams::from_config(&"postgres://u@h/d".parse().unwrap()),
+            slot: "walcast".into(),
+            publication: "walcast_pub".into(),
+            status_interval: Duration::from_secs(10),
+        };
+        let v2 = stream.start_command(Lsn(0x1_0000_0010), 150_018);
+        assert_eq!(
+            v2,
+            "START_REPLICATION SLOT walcast LOGICAL 1/10 (proto_version '2', streaming 'on', publication_names 'walcast_pub', messages 'true')"
+        );
+        let v1 = stream.start_command(Lsn(0), 130_016);
+        assert!(v1.contains("(proto_version '1', publication_names"), "{v1}");
+        assert!(!v1.contains("streaming"), "{v1}");
     }
 }

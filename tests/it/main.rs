@@ -9,4 +9,5 @@ mod golden;
 mod replication;
 mod resume;
 mod skeleton;
+mod streaming;
 mod tls;

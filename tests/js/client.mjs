@@ -117,7 +117,7 @@ if (!exiting) {
 }
 
 // The offsets walcast puts last on every event it emits.
-const OFFSET = /^[0-9A-F]{16}-[0-9]{5}$/;
+const OFFSET = /^[0-9A-F]{16}-[0-9]{10}$/;
 
 function run(url, ioOpts, reconnect, auth) {
   const socket = io(url, ioOpts);

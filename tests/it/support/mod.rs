@@ -44,29 +44,68 @@ static CLUSTER: OnceCell<String> = OnceCell::const_new();
 pub async fn cluster() -> &'static str {
     CLUSTER
         .get_or_init(|| async {
-            let output = Command::new("bash")
-                .arg(repo().join("scripts/pg-cluster.sh"))
-                .args(["start", "test"])
-                .stderr(Stdio::inherit())
-                .output()
-                .await
-                .expect("running scripts/pg-cluster.sh");
-            assert!(
-                output.status.success(),
-                "scripts/pg-cluster.sh start test failed"
-            );
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            let url = stdout
-                .lines()
-                .last()
-                .expect("the cluster URL")
-                .trim()
-                .to_owned();
-            let base = url.trim_end_matches("/postgres").to_owned();
+            let base = pg_cluster("start", "test").await;
             prepare_template(&base).await;
             base
         })
         .await
+}
+
+/// Runs `scripts/pg-cluster.sh COMMAND NAME` and returns the URL base it printed last
+/// (`postgres://postgres@127.0.0.1:PORT`).
+async fn pg_cluster(command: &str, name: &str) -> String {
+    let output = Command::new("bash")
+        .arg(repo().join("scripts/pg-cluster.sh"))
+        .args([command, name])
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .expect("running scripts/pg-cluster.sh");
+    assert!(
+        output.status.success(),
+        "scripts/pg-cluster.sh {command} {name} failed"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let url = stdout
+        .lines()
+        .last()
+        .expect("the cluster URL")
+        .trim()
+        .to_owned();
+    url.trim_end_matches("/postgres").to_owned()
+}
+
+/// A private cluster of one test's own (`scripts/pg-cluster.sh … NAME`), for tests that do
+/// to Postgres what the shared test cluster must not see, like restarting it. Stopped on drop,
+/// also when the test fails.
+pub struct PrivateCluster {
+    pub name: &'static str,
+    pub base: String,
+}
+
+impl PrivateCluster {
+    /// Starts the cluster and prepares its template database.
+    pub async fn start(name: &'static str) -> Self {
+        let base = pg_cluster("start", name).await;
+        prepare_template(&base).await;
+        PrivateCluster { name, base }
+    }
+
+    /// `pg_ctl restart -m fast`: every connection to it is cut.
+    pub async fn restart(&self) {
+        let base = pg_cluster("restart", self.name).await;
+        assert_eq!(base, self.base, "the cluster came back on its port");
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(repo().join("scripts/pg-cluster.sh"))
+            .args(["stop", self.name])
+            .stdout(Stdio::null())
+            .status();
+    }
 }
 
 const TEMPLATE: &str = "walcast_fixture_boot";
@@ -183,7 +222,12 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn new() -> Self {
-        let base = cluster().await.to_owned();
+        Self::on(cluster().await).await
+    }
+
+    /// A fresh database on the cluster at `base` (whose template is prepared).
+    pub async fn on(base: &str) -> Self {
+        let base = base.to_owned();
         let name = format!(
             "wt_{}_{}",
             std::process::id(),
@@ -204,6 +248,24 @@ impl TestDatabase {
             replay_dir: tempfile::tempdir().expect("a temporary replay directory"),
             base,
         }
+    }
+
+    /// Connects again (after a server restart), retrying while the server starts up.
+    pub async fn reconnect(&mut self) {
+        let mut attempts = 0;
+        self.client = loop {
+            match tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await {
+                Ok((client, connection)) => {
+                    tokio::spawn(connection);
+                    break client;
+                }
+                Err(_) if attempts < 300 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("reconnecting to {}: {e}", self.url),
+            }
+        };
     }
 
     /// Applies one captured Strapi action (`"09"` or `"09-create-tag-1"`).
@@ -341,14 +403,7 @@ impl Walcast {
             shutdown,
             task,
         };
-        wait_for("walcast /readyz", Duration::from_secs(20), || async {
-            walcast
-                .http_get("/readyz")
-                .await
-                .map(|(s, _)| s == 200)
-                .unwrap_or(false)
-        })
-        .await;
+        wait_ready(addr, Duration::from_secs(20)).await;
         walcast
     }
 
@@ -359,6 +414,12 @@ impl Walcast {
     /// A minimal HTTP GET (status, body).
     pub async fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
         http_get(self.addr, path).await
+    }
+
+    /// The value of a metric on `/metrics`, summed over its label sets (0 when absent).
+    /// In-process instances share one registry: the value counts every test's walcast.
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric(self.addr, name).await
     }
 
     pub async fn stop(self) {
@@ -372,6 +433,7 @@ impl Walcast {
 }
 
 /// A minimal HTTP GET to `addr` (status, body).
+/// A minimal HTTP GET (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
@@ -437,6 +499,130 @@ pub async fn remove_hba_lines(client: &tokio_postgres::Client, lines: &[String])
             .collect()
     })
     .await;
+}
+
+/// Waits until the walcast at `addr` answers `/readyz` with 200 (replication streaming).
+async fn wait_ready(addr: std::net::SocketAddr, timeout: Duration) {
+    wait_for("walcast /readyz", timeout, || async {
+        http_get(addr, "/readyz")
+            .await
+            .map(|(s, _)| s == 200)
+            .unwrap_or(false)
+    })
+    .await;
+}
+
+/// The value of a metric on the `/metrics` of the walcast at `addr`, summed over its label
+/// sets whose text contains `labels` (0 when absent).
+pub async fn metric_where(addr: std::net::SocketAddr, name: &str, labels: &str) -> f64 {
+    let (_, text) = http_get(addr, "/metrics").await.expect("GET /metrics");
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                && l.contains(labels)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    metric_where(addr, name, "").await
+}
+
+/// walcast as its own process (`walcast run`): its metrics count only its own work, where
+/// in-process instances of parallel tests share one registry.
+pub struct WalcastProcess {
+    pub addr: std::net::SocketAddr,
+    child: Child,
+    log: PathBuf,
+    _config: tempfile::NamedTempFile,
+}
+
+impl WalcastProcess {
+    /// Runs `walcast run` on `config` (written out as TOML by the caller's `toml` text plus
+    /// the database, slot, publication, listen address and secrets of `db`, set through the
+    /// environment) and waits until replication is streaming.
+    pub async fn start(db: &TestDatabase, toml: &str) -> Self {
+        let mut config = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut config, toml.as_bytes()).unwrap();
+        // A free port: bound, noted and released (walcast binds it again at once).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let c = db.config();
+        // Its log, for when a test fails: target/walcast-<database>.log.
+        let log_path = repo().join(format!("target/walcast-{}.log", db.name));
+        let log = std::fs::File::create(&log_path).expect("creating the walcast log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_walcast"));
+        for key in walcast::config::ENVIRONMENT_KEYS {
+            cmd.env_remove(key);
+        }
+        let child = cmd
+            .env("DATABASE_URL", &db.url)
+            .env("WALCAST_SLOT", &c.replication.slot)
+            .env("WALCAST_PUBLICATION", &c.replication.publication)
+            .env("WALCAST_LISTEN", addr.to_string())
+            .env("JWT_SECRET", c.strapi.jwt_secret.expose())
+            .env("API_TOKEN_SALT", c.strapi.api_token_salt.expose())
+            .env("ADMIN_JWT_SECRET", c.strapi.admin_jwt_secret.expose())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .arg("--config")
+            .arg(config.path())
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning walcast");
+        let process = WalcastProcess {
+            addr,
+            child,
+            log: log_path,
+            _config: config,
+        };
+        wait_ready(addr, Duration::from_secs(30)).await;
+        process
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// See [`metric_where`].
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        metric_where(self.addr, name, labels).await
+    }
+
+    /// The process's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop(mut self) {
+        let pid = self.child.id().expect("walcast is running");
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("walcast stops within 20 s")
+            .unwrap();
+        assert!(status.success(), "walcast exited with {status}");
+        let _ = std::fs::remove_file(&self.log);
+    }
 }
 
 /// Polls `check` until it is true; fails the test with `what` after `timeout`.
@@ -544,6 +730,36 @@ impl JsClient {
             self.seen.push(value.clone());
             if pred(&value) {
                 return value;
+            }
+        }
+    }
+
+    /// Counts the events named `name` until one satisfies `last` (counted too), without
+    /// keeping them in `seen`: for floods of hundreds of thousands of events. `Err` carries
+    /// the count reached when `timeout` passed or the client exited first.
+    pub async fn count_events_until(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        last: impl Fn(&[Value]) -> bool,
+    ) -> Result<usize, usize> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut count = 0;
+        loop {
+            let Ok(Ok(Some(line))) =
+                tokio::time::timeout_at(deadline, self.lines.next_line()).await
+            else {
+                return Err(count);
+            };
+            let value: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("client printed non-JSON {line:?}: {e}"));
+            if value["type"] == "event" && value["name"] == name {
+                count += 1;
+                if last(value["args"].as_array().map_or(&[], Vec::as_slice)) {
+                    return Ok(count);
+                }
+            } else {
+                self.seen.push(value);
             }
         }
     }
