@@ -426,6 +426,7 @@ impl Pipeline {
         window_size: usize,
     ) -> Result<(), PipelineError> {
         crate::metrics::TRANSACTIONS.inc();
+        self.reconnect_sql_if_closed().await;
         let mut next_sequence = 0;
         let (mut schema_changed, mut auth_changed) = (false, false);
         let mut tapped = Vec::new();
@@ -494,6 +495,23 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// The SQL connection dies with a Postgres restart while replication reconnects on its
+    /// own: open a new one before the transaction needs it (on failure the old one stays and
+    /// its queries fail with a logged warning; the next transaction tries again).
+    async fn reconnect_sql_if_closed(&mut self) {
+        if !self.client.is_closed() {
+            return;
+        }
+        match connect_sql(&self.config).await {
+            Ok(client) => {
+                info!("sql connection re-established");
+                self.client = client;
+                self.fetcher.clear();
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "sql connection lost and not re-established yet"),
+        }
     }
 
     /// Strapi rewrote its schema row: new model, publication extended to new tables, new

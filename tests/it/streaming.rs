@@ -276,6 +276,18 @@ async fn streaming_resumes_after_postgres_restarts_mid_stream() {
         walcast.metric("walcast_replication_reconnects_total").await > reconnects_before,
         "the restart was noticed and survived"
     );
+    // The pipeline's SQL connection died with the restart too: a permission granted now must
+    // still be read (the pipeline reconnects it) for the category event to reach the client.
+    db.grant("public", "api::category.category.find").await;
+    db.client
+        .batch_execute(
+            "INSERT INTO categories (document_id, name, created_at, updated_at, published_at)
+             VALUES ('after-restart', 'after the restart', now(), now(), now())",
+        )
+        .await
+        .unwrap();
+    let args = client.event("category:create", EVENT_TIMEOUT).await;
+    assert_eq!(name_of(&args), "after the restart");
     eprintln!(
         "restart test: {} events for {} rows (duplicates are allowed: at-least-once)",
         names.len(),
