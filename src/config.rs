@@ -140,6 +140,9 @@ pub struct StrapiConfig {
     pub api_token_salt: Secret,
     pub admin_jwt_secret: Secret,
     pub app_dir: Option<PathBuf>,
+    /// Component UID → table, overriding what discovery finds (`"shared.seo" =
+    /// "components_shared_seos"`).
+    pub component_tables: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -647,6 +650,25 @@ impl Config {
                 "a directory walcast may create and write, e.g. ./.walcast/replay",
             );
         }
+        for (uid, table) in &self.strapi.component_tables {
+            if uid
+                .split_once('.')
+                .is_none_or(|(c, n)| c.is_empty() || n.is_empty())
+            {
+                invalid(
+                    "strapi.component_tables",
+                    uid,
+                    "component UIDs such as shared.seo",
+                );
+            }
+            if !is_identifier(table) {
+                invalid(
+                    &format!("strapi.component_tables.{uid:?}"),
+                    table,
+                    "a table name (letters, digits, underscores)",
+                );
+            }
+        }
         if self.security.max_connections == 0 {
             invalid("security.max_connections", "0", "1 or more");
         }
@@ -925,6 +947,29 @@ mod tests {
             Config::default().replication.max_buffered_changes,
             ReplicationConfig::DEFAULT_MAX_BUFFERED_CHANGES
         );
+    }
+
+    #[test]
+    fn component_table_overrides_are_checked() {
+        let ok = Config::from_toml(
+            "[strapi]\ncomponent_tables = { \"shared.seo\" = \"components_shared_seos\" }\n",
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        assert_eq!(
+            ok.strapi.component_tables["shared.seo"],
+            "components_shared_seos"
+        );
+        let bad = Config::from_toml("[strapi]\ncomponent_tables = { \"seo\" = \"drop table\" }\n")
+            .unwrap();
+        let text: Vec<String> = bad
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(text.iter().all(|t| t.contains("strapi.component_tables")));
     }
 
     #[test]

@@ -141,7 +141,7 @@ pub async fn check(config: &Config) -> std::process::ExitCode {
             Err(e) => report(Err(format!("replication connection refused: {e}"))),
         }
     }
-    match StrapiModel::load_with_app_dir(&client, config.strapi.app_dir.as_deref()).await {
+    match StrapiModel::load_for(&client, &config.strapi).await {
         Ok(model) => {
             let uids: Vec<&str> = model
                 .content_types
@@ -183,8 +183,7 @@ pub async fn check(config: &Config) -> std::process::ExitCode {
         }
         Err(e) => report(Err(error_chain(&e))),
     }
-    if let Ok(model) =
-        StrapiModel::load_with_app_dir(&client, config.strapi.app_dir.as_deref()).await
+    if let Ok(model) = StrapiModel::load_for(&client, &config.strapi).await
         && let Ok(content) = slot::existing_tables(&client, &model.catalog.content_tables()).await
         && let Ok(identities) = slot::replica_identities(&client, &content).await
     {

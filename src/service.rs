@@ -115,7 +115,7 @@ pub async fn setup(
     config: &Config,
     client: &tokio_postgres::Client,
 ) -> anyhow::Result<Vec<String>> {
-    let model = StrapiModel::load_with_app_dir(client, config.strapi.app_dir.as_deref())
+    let model = StrapiModel::load_for(client, &config.strapi)
         .await
         .context("reading the Strapi schema")?;
     let wanted = model.catalog.watched_tables();
@@ -156,7 +156,7 @@ pub async fn run_with_tap(
     for change in setup(&config, &client).await? {
         info!("setup: {change}");
     }
-    let model = StrapiModel::load_with_app_dir(&client, config.strapi.app_dir.as_deref())
+    let model = StrapiModel::load_for(&client, &config.strapi)
         .await
         .context("reading the Strapi schema")?;
     info!(
@@ -510,7 +510,9 @@ impl Pipeline {
                 self.client = client;
                 self.fetcher.clear();
             }
-            Err(e) => warn!(error = %format!("{e:#}"), "sql connection lost and not re-established yet"),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "sql connection lost and not re-established yet")
+            }
         }
     }
 
@@ -527,12 +529,7 @@ impl Pipeline {
                 warn!(error = %e, "updating the publication after a schema change failed; new tables are not watched until `walcast setup` runs")
             }
         }
-        let model = match StrapiModel::load_with_app_dir(
-            &self.client,
-            self.config.strapi.app_dir.as_deref(),
-        )
-        .await
-        {
+        let model = match StrapiModel::load_for(&self.client, &self.config.strapi).await {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "schema reload failed; keeping the previous schema");

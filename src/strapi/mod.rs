@@ -36,18 +36,25 @@ impl StrapiModel {
         Ok(Arc::new(Self::new(ContentTypes::load(client).await?)))
     }
 
-    /// Loads the schema from the database; with `app_dir`, the project's
-    /// `src/components/**.json` name the component tables (they win over the database).
-    pub async fn load_with_app_dir(
+    /// Loads the schema from the database; with `strapi.app_dir`, the project's
+    /// `src/components/**.json` name the component tables (they win over the database), and
+    /// `strapi.component_tables` wins over both.
+    pub async fn load_for(
         client: &tokio_postgres::Client,
-        app_dir: Option<&std::path::Path>,
+        config: &crate::config::StrapiConfig,
     ) -> Result<Arc<Self>, SchemaError> {
         let mut types = ContentTypes::load(client).await?;
-        if let Some(dir) = app_dir {
+        if let Some(dir) = &config.app_dir {
             types
                 .components
                 .extend(schema::components_from_app_dir(dir)?);
         }
+        types.components.extend(
+            config
+                .component_tables
+                .iter()
+                .map(|(uid, table)| (uid.clone(), table.clone())),
+        );
         Ok(Arc::new(Self::new(types)))
     }
 }
