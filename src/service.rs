@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -17,6 +17,7 @@ use crate::assemble::{
     Assembled, DocumentIndex, PopulateSettings, TransactionBuffer, TransactionEvents,
     fold_transaction, snapshot,
 };
+use crate::auth;
 use crate::config::Config;
 use crate::deliver::{Handoff, ReplayLimits, ReplayLog};
 use crate::gateway::{self, Health, Resume};
@@ -166,11 +167,15 @@ pub async fn run_with_tap(
     let index = snapshot::load(&client, &model.catalog)
         .await
         .context("reading the document index snapshot")?;
-    let permissions = PermissionModel::load(&client)
+    let permissions = PermissionModel::load(&client, &config.events.draft_roles)
         .await
         .context("reading permissions")?;
+    crate::metrics::PERMISSION_RELOADS.inc();
     let router = Router::new(&config, permissions);
-    let (router_tx, router_rx) = watch::channel(router.clone());
+    let (router_tx, router_rx) = watch::channel(router);
+    let auth_db = Arc::new(auth::Db::new(config.clone()));
+    let authenticator = auth::Authenticator::new(&config, auth_db, router_rx.clone());
+    let auth_changed = Arc::new(Notify::new());
     let replay = {
         let dir = config.delivery.replay_dir.clone();
         let limits = ReplayLimits::from_config(&config.delivery);
@@ -182,9 +187,9 @@ pub async fn run_with_tap(
     let health = Arc::new(Health::default());
     let resume = Resume {
         log: replay.clone(),
-        router: router_rx,
+        router: router_rx.clone(),
     };
-    let (app, io) = gateway::build(&config, Arc::clone(&health), resume);
+    let (app, io) = gateway::build(&config, Arc::clone(&health), authenticator.clone(), resume);
     let addr = listener.local_addr()?;
     info!(%addr, path = %config.server.path, "walcast listening");
 
@@ -228,6 +233,20 @@ pub async fn run_with_tap(
     }
     tasks.spawn(async move { syncer.run().await.context("replay log") });
     {
+        let reloader = auth::live::Reloader {
+            config: config.clone(),
+            auth: authenticator,
+            router: router_tx,
+            io: io.clone(),
+            changed: Arc::clone(&auth_changed),
+        };
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            reloader.run(shutdown).await;
+            Ok(())
+        });
+    }
+    {
         let io = io.clone();
         let health = Arc::clone(&health);
         let config_for_pipeline = config.clone();
@@ -239,8 +258,8 @@ pub async fn run_with_tap(
                 model,
                 index,
                 fetcher: EntryFetcher::default(),
-                router,
-                router_view: router_tx,
+                router: router_rx,
+                auth_changed,
                 replay,
                 handoff,
                 io,
@@ -358,9 +377,10 @@ struct Pipeline {
     populate: PopulateSettings,
     index: DocumentIndex,
     fetcher: EntryFetcher,
-    router: Router,
-    /// The router as resuming sockets see it (updated on permission reloads).
-    router_view: watch::Sender<Router>,
+    /// The router with the permission model in force (replaced by the reloader).
+    router: watch::Receiver<Router>,
+    /// Told when a transaction changed Strapi's auth tables; the reloader settles and reloads.
+    auth_changed: Arc<Notify>,
     replay: ReplayLog,
     handoff: Handoff,
     io: SocketIo,
@@ -417,7 +437,8 @@ impl Pipeline {
                 .inc();
         }
         // Logged before emitted; resent ones (already logged) come back filtered out.
-        let deliveries = self.replay.append(self.router.route(&events))?;
+        let router = self.router.borrow().clone();
+        let deliveries = self.replay.append(router.route(&events, &self.model))?;
         {
             let _live = self.replay.live_turn(&deliveries).await;
             for delivery in &deliveries {
@@ -429,13 +450,7 @@ impl Pipeline {
             self.reload_schema().await;
         }
         if events.auth_changed {
-            match PermissionModel::load(&self.client).await {
-                Ok(p) => {
-                    self.router.permissions = p;
-                    self.router_view.send_replace(self.router.clone());
-                }
-                Err(e) => warn!(error = %e, "permission reload failed; keeping the previous model"),
-            }
+            self.auth_changed.notify_one();
         }
         if let Some(tap) = &self.tap {
             let _ = tap.send(Arc::new(events));
