@@ -60,6 +60,7 @@ impl Reloader {
         let mut last_tick = now_ms();
         loop {
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return,
                 _ = self.changed.notified() => {
                     tokio::select! {
@@ -76,7 +77,7 @@ impl Reloader {
                     last_tick = now;
                     if expired {
                         let model = Arc::clone(&self.router.borrow().permissions);
-                        revalidate(&self.auth, &model, self.io.sockets()).await;
+                        revalidate(&self.auth, &model, local_sockets(&self.io)).await;
                     }
                 }
             }
@@ -108,8 +109,13 @@ impl Reloader {
             tokens = model.tokens.len(),
             "permission model reloaded"
         );
-        revalidate(&self.auth, &model, self.io.sockets()).await;
+        revalidate(&self.auth, &model, local_sockets(&self.io)).await;
     }
+}
+
+/// This node's sockets (none once the server is closing).
+fn local_sockets(io: &SocketIo) -> Vec<SocketRef> {
+    io.of("/").map(|ns| ns.sockets()).unwrap_or_default()
 }
 
 /// What the database says now about the principals of some sockets.
