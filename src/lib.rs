@@ -14,11 +14,13 @@
 //! - [`populate`]: completes events through SQL (entries the WAL did not carry).
 //! - [`route`]: who receives each event and what they see (spec §4–5).
 //! - [`deliver`]: the durable replay log that lets clients resume with `auth.offset` (spec §6).
+//! - [`auth`]: handshake authentication, and permission changes applied to live sockets.
 //! - [`gateway`]: the Socket.IO and HTTP listener.
 //! - [`service`]: wires the stages; [`preflight`]: `walcast check`; [`config`]: configuration;
 //!   [`metrics`]: Prometheus; [`tls`]: `sslmode` and rustls for both Postgres connections.
 
 pub mod assemble;
+pub mod auth;
 pub mod config;
 pub mod deliver;
 pub mod demo;

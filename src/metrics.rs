@@ -100,10 +100,28 @@ pub static UNATTRIBUTED_ROWS: LazyLock<IntCounter> = LazyLock::new(|| {
         "row changes of content tables that could not be tied to a document (default replica identity, row never seen)",
     )
 });
+pub static PERMISSION_RELOADS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_permission_reloads_total",
+        "times the permission model was reloaded after Strapi's auth tables changed",
+    )
+});
+pub static SOCKETS_REVOKED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_sockets_revoked_total",
+        "sockets disconnected because their credentials were revoked, blocked or expired",
+    )
+});
+pub static SOCKETS_MOVED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_sockets_moved_total",
+        "sockets moved to another room after a permission change",
+    )
+});
 pub static SCHEMA_RELOADS: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         "walcast_schema_reloads_total",
-        "times the Strapi schema or permission model was reloaded",
+        "times the Strapi schema was reloaded",
     )
 });
 
@@ -251,6 +269,9 @@ pub fn render() -> String {
         &*CONNECTIONS,
         &*HANDSHAKE_REJECTIONS,
         &*SCHEMA_RELOADS,
+        &*PERMISSION_RELOADS,
+        &*SOCKETS_REVOKED,
+        &*SOCKETS_MOVED,
         &*CUSTOM_EVENTS,
         &*CUSTOM_EVENTS_INVALID,
         &*SLOT_LAG_BYTES,

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -17,6 +17,7 @@ use crate::assemble::{
     Assembled, CommittedTransaction, DocumentIndex, PopulateSettings, SpillError,
     TransactionBuffer, TransactionEvents, fold_transaction, snapshot,
 };
+use crate::auth;
 use crate::config::Config;
 use crate::deliver::{Handoff, ReplayLimits, ReplayLog};
 use crate::gateway::{self, Health, Resume};
@@ -166,11 +167,15 @@ pub async fn run_with_tap(
     let index = snapshot::load(&client, &model.catalog)
         .await
         .context("reading the document index snapshot")?;
-    let permissions = PermissionModel::load(&client)
+    let permissions = PermissionModel::load(&client, &config.events.draft_roles)
         .await
         .context("reading permissions")?;
+    crate::metrics::PERMISSION_RELOADS.inc();
     let router = Router::new(&config, permissions);
-    let (router_tx, router_rx) = watch::channel(router.clone());
+    let (router_tx, router_rx) = watch::channel(router);
+    let auth_db = Arc::new(auth::Db::new(config.clone()));
+    let authenticator = auth::Authenticator::new(&config, auth_db, router_rx.clone());
+    let auth_changed = Arc::new(Notify::new());
     let replay = {
         let dir = config.delivery.replay_dir.clone();
         let limits = ReplayLimits::from_config(&config.delivery);
@@ -182,9 +187,9 @@ pub async fn run_with_tap(
     let health = Arc::new(Health::default());
     let resume = Resume {
         log: replay.clone(),
-        router: router_rx,
+        router: router_rx.clone(),
     };
-    let (app, io) = gateway::build(&config, Arc::clone(&health), resume);
+    let (app, io) = gateway::build(&config, Arc::clone(&health), authenticator.clone(), resume);
     let addr = listener.local_addr()?;
     info!(%addr, path = %config.server.path, "walcast listening");
 
@@ -228,6 +233,20 @@ pub async fn run_with_tap(
     }
     tasks.spawn(async move { syncer.run().await.context("replay log") });
     {
+        let reloader = auth::live::Reloader {
+            config: config.clone(),
+            auth: authenticator,
+            router: router_tx,
+            io: io.clone(),
+            changed: Arc::clone(&auth_changed),
+        };
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            reloader.run(shutdown).await;
+            Ok(())
+        });
+    }
+    {
         let io = io.clone();
         let health = Arc::clone(&health);
         let config_for_pipeline = config.clone();
@@ -243,8 +262,9 @@ pub async fn run_with_tap(
                 model,
                 index,
                 fetcher: EntryFetcher::default(),
-                router,
-                router_view: router_tx,
+                router: router_rx,
+                auth_changed,
+                auth_reload_pending: false,
                 replay,
                 handoff,
                 io,
@@ -362,9 +382,13 @@ struct Pipeline {
     populate: PopulateSettings,
     index: DocumentIndex,
     fetcher: EntryFetcher,
-    router: Router,
-    /// The router as resuming sockets see it (updated on permission reloads).
-    router_view: watch::Sender<Router>,
+    /// The router with the permission model in force (replaced by the reloader).
+    router: watch::Receiver<Router>,
+    /// Told when a transaction changed Strapi's auth tables; the reloader settles and reloads.
+    auth_changed: Arc<Notify>,
+    /// Auth tables changed and the reloader has not published the new model yet: the next
+    /// events wait for it, so a grant followed by content routes that content by the grant.
+    auth_reload_pending: bool,
     replay: ReplayLog,
     handoff: Handoff,
     io: SocketIo,
@@ -428,7 +452,7 @@ impl Pipeline {
         crate::metrics::TRANSACTIONS.inc();
         self.reconnect_sql_if_closed().await;
         let mut next_sequence = 0;
-        let (mut schema_changed, mut auth_changed) = (false, false);
+        let mut schema_changed = false;
         let mut tapped = Vec::new();
         for window in tx.batches(window_size) {
             let window = window?;
@@ -456,7 +480,17 @@ impl Pipeline {
                     .inc();
             }
             // Logged before emitted; resent ones (already logged) come back filtered out.
-            let deliveries = self.replay.append(self.router.route(&events))?;
+            if events.auth_changed {
+                self.router.borrow_and_update();
+                self.auth_changed.notify_one();
+                self.auth_reload_pending = true;
+            }
+            if self.auth_reload_pending && !events.events.is_empty() {
+                self.await_permission_reload().await;
+            }
+            // The router is read, not cloned: the borrow ends before anything awaits.
+            let routed = self.router.borrow().route(&events, &self.model);
+            let deliveries = self.replay.append(routed)?;
             {
                 let _live = self.replay.live_turn(&deliveries).await;
                 for delivery in &deliveries {
@@ -471,7 +505,6 @@ impl Pipeline {
             }
             deliver_custom(&self.io, &window.messages).await;
             schema_changed |= events.schema_changed;
-            auth_changed |= events.auth_changed;
             if self.tap.is_some() {
                 tapped.push(events);
             }
@@ -479,15 +512,7 @@ impl Pipeline {
         if schema_changed {
             self.reload_schema().await;
         }
-        if auth_changed {
-            match PermissionModel::load(&self.client).await {
-                Ok(p) => {
-                    self.router.permissions = p;
-                    self.router_view.send_replace(self.router.clone());
-                }
-                Err(e) => warn!(error = %e, "permission reload failed; keeping the previous model"),
-            }
-        }
+
         // Tapped once the transaction's effects (reloads included) are in place.
         if let Some(tap) = &self.tap {
             for events in tapped {
@@ -495,6 +520,21 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// Waits (bounded) for the reloader to publish the permission model that follows the
+    /// auth-table changes already seen; on timeout the events go out with the current model.
+    async fn await_permission_reload(&mut self) {
+        let wait = crate::auth::live::SETTLE * 10;
+        match tokio::time::timeout(wait, self.router.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {}
+            Err(_) => warn!(
+                waited_ms = wait.as_millis() as u64,
+                "permission reload still pending; routing with the previous permissions"
+            ),
+        }
+        self.auth_reload_pending = false;
     }
 
     /// The SQL connection dies with a Postgres restart while replication reconnects on its

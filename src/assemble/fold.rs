@@ -90,10 +90,13 @@ pub fn fold_transaction(
             Some(TableRole::Auth(_)) => out.auth_changed = true,
             Some(TableRole::CoreStore) => {
                 let image = change.new.as_ref().or(change.old.as_ref());
-                if image.is_some_and(|t| {
-                    RowImage::new(&change.relation, t).text("key") == Some(SCHEMA_KEY)
-                }) {
-                    out.schema_changed = true;
+                match image.and_then(|t| RowImage::new(&change.relation, t).text("key")) {
+                    Some(SCHEMA_KEY) => out.schema_changed = true,
+                    // users-permissions advanced settings (email confirmation).
+                    Some(crate::route::permissions::ADVANCED_SETTINGS_KEY) => {
+                        out.auth_changed = true
+                    }
+                    _ => {}
                 }
             }
             Some(TableRole::Main(_)) => {

@@ -14,14 +14,19 @@ use crate::config::Config;
 pub use http::Health;
 pub use resume::Resume;
 
-/// Builds the axum app and the socket.io handle; `resume` serves clients that reconnect with
-/// `auth.offset`.
-pub fn build(config: &Config, health: Arc<Health>, resume: Resume) -> (axum::Router, SocketIo) {
+/// Builds the axum app and the socket.io handle; `auth` checks handshakes, `resume` serves
+/// clients that reconnect with `auth.offset`.
+pub fn build(
+    config: &Config,
+    health: Arc<Health>,
+    auth: crate::auth::Authenticator,
+    resume: Resume,
+) -> (axum::Router, SocketIo) {
     let (layer, io) = SocketIo::builder()
         .req_path(config.server.path.clone())
         .max_buffer_size(socketio::SOCKET_BUFFER_PACKETS)
         .build_layer();
-    socketio::register(&io, config.security.require_authentication, resume);
+    socketio::register(&io, auth, resume);
     let origins: Vec<_> = config
         .server
         .cors_origins

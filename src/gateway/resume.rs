@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 
 use crate::assemble::EventOffset;
 use crate::deliver::{ReplayBatch, ReplayLog, ResumePosition};
-use crate::route::{Delivery, Principal, Router};
+use crate::route::{Access, Delivery, Router};
 
 /// The event telling a resuming client that events it missed are no longer available.
 pub const GAP_EVENT: &str = "walcast:gap";
@@ -73,12 +73,12 @@ struct Pass {
 /// task; returns when the socket is live or gone.
 pub async fn resume_socket(
     socket: SocketRef,
-    principal: Principal,
+    access: Access,
     from: EventOffset,
     rooms: Vec<String>,
     resume: Resume,
 ) {
-    match catch_up(&socket, &principal, from, &rooms, &resume).await {
+    match catch_up(&socket, &access, from, &rooms, &resume).await {
         Ok(()) => debug!(sid = %socket.id, from = %from, "socket resumed"),
         Err(Stop::Gap { after, oldest }) => {
             send_gap(&socket, after, oldest);
@@ -97,7 +97,7 @@ pub async fn resume_socket(
 
 async fn catch_up(
     socket: &SocketRef,
-    principal: &Principal,
+    access: &Access,
     from: EventOffset,
     rooms: &[String],
     resume: &Resume,
@@ -114,8 +114,7 @@ async fn catch_up(
         let Some(horizon) = resume.log.live_horizon().await else {
             break;
         };
-        let pass =
-            replay_range(socket, principal, &mut cursor, horizon, resume, STALL_LIMIT).await?;
+        let pass = replay_range(socket, access, &mut cursor, horizon, resume, STALL_LIMIT).await?;
         if pass.sent <= CATCH_UP_SLACK && !pass.waited {
             break;
         }
@@ -125,7 +124,7 @@ async fn catch_up(
     if let Some(horizon) = *gate {
         replay_range(
             socket,
-            principal,
+            access,
             &mut cursor,
             horizon,
             resume,
@@ -141,7 +140,7 @@ async fn catch_up(
 /// Replays the events in (`cursor`, `upto`] the principal may read, advancing `cursor`.
 async fn replay_range(
     socket: &SocketRef,
-    principal: &Principal,
+    access: &Access,
     cursor: &mut EventOffset,
     upto: EventOffset,
     resume: &Resume,
@@ -168,7 +167,7 @@ async fn replay_range(
         let Some(last) = batch.last() else { break };
         let last = last.offset;
         for delivery in &batch {
-            let admitted = resume.router.borrow().admits(principal, delivery);
+            let admitted = resume.router.borrow().admits(access, delivery);
             if admitted {
                 pass.waited |= emit_waiting(socket, delivery, stall_limit).await?;
                 pass.sent += 1;

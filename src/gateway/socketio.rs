@@ -1,11 +1,13 @@
 //! Socket.IO: handshake, rooms, and emitting deliveries.
 //!
-//! A socket that connects without a token is the users-permissions Public role and joins
-//! `io-role-public`. Credentials walcast cannot verify yet are refused with `connect_error`,
-//! never silently downgraded to public (spec §5). A handshake with `auth.offset` resumes:
-//! see [`super::resume`].
+//! The handshake's `auth` is checked by [`crate::auth::Authenticator`] (spec §5): no token is
+//! the users-permissions Public role (`io-role-public`); a JWT, API token or admin token that
+//! does not verify is refused with `connect_error` and the plugin's message, never silently
+//! downgraded to public. Each socket joins exactly one room: its principal's room, or that
+//! room's `:draft` twin when it asked for (and may have) the draft view. A handshake with
+//! `auth.offset` resumes: see [`super::resume`].
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::extract::{Extension, SocketRef, TryData};
@@ -14,70 +16,74 @@ use tracing::{debug, warn};
 
 use super::resume::{Resume, ResumeFrom, resume_socket};
 use crate::assemble::EventOffset;
-use crate::route::{Delivery, Principal};
+use crate::auth::live::{AuthGeneration, revalidate};
+use crate::auth::{AuthError, Authenticator, HandshakeAuth};
+use crate::route::{Access, Delivery};
 
 /// Per-socket buffer, in packets. socketioxide drops (and reports) packets beyond it; 128,
 /// its default, lost events in bursts here (rust-stack-notes pitfall 12).
 pub const SOCKET_BUFFER_PACKETS: usize = 4096;
 
-/// The handshake `auth` object, as the plugin's clients send it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct HandshakeAuth {
-    pub token: Option<String>,
-    pub strategy: Option<String>,
-    pub status: Option<String>,
-    /// The offset of the last event the client saw (the trailing argument of every event), to
-    /// resume after. Kept as JSON so a wrong type is refused, not read as no auth at all.
-    pub offset: Option<Value>,
-}
-
 /// Why a handshake was refused; the message is what the client's `connect_error` shows.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
-    #[error("Invalid token.")]
-    InvalidToken,
-    #[error("Draft access denied")]
-    DraftDenied,
-    #[error("Authentication required")]
-    AuthenticationRequired,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("Invalid offset")]
     InvalidOffset,
 }
 
 /// Registers the default namespace with its auth middleware.
-pub fn register(io: &SocketIo, require_authentication: bool, resume: Resume) {
-    let middleware = move |socket: SocketRef, TryData(auth): TryData<HandshakeAuth>| async move {
-        let auth = auth.unwrap_or_default();
-        match authenticate(&auth, require_authentication)
-            .and_then(|principal| resume_offset(&auth).map(|offset| (principal, offset)))
-        {
-            Ok((principal, offset)) => {
-                socket.extensions.insert(principal);
-                if let Some(offset) = offset {
-                    socket.extensions.insert(ResumeFrom(offset));
-                }
-                Ok(())
+pub fn register(io: &SocketIo, auth: Authenticator, resume: Resume) {
+    let checker = auth.clone();
+    let middleware = move |socket: SocketRef, TryData(raw): TryData<Value>| {
+        let auth = checker.clone();
+        async move {
+            let generation = auth.generation();
+            let result = async {
+                let handshake = HandshakeAuth::from_json(raw.ok())?;
+                let access = auth.authenticate(&handshake).await?;
+                let offset = resume_offset(&handshake)?;
+                Ok::<_, HandshakeError>((access, offset))
             }
-            Err(e) => {
-                crate::metrics::HANDSHAKE_REJECTIONS.inc();
-                debug!(error = %e, "handshake refused");
-                Err(e)
+            .await;
+            match result {
+                Ok((access, offset)) => {
+                    socket.extensions.insert(access);
+                    socket.extensions.insert(AuthGeneration(generation));
+                    if let Some(offset) = offset {
+                        socket.extensions.insert(ResumeFrom(offset));
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    crate::metrics::HANDSHAKE_REJECTIONS.inc();
+                    debug!(error = %e, "handshake refused");
+                    Err(e)
+                }
             }
         }
     };
-    let on_connect = move |socket: SocketRef, Extension(principal): Extension<Principal>| {
+    let on_connect = move |socket: SocketRef, Extension(access): Extension<Access>| {
         let resume = resume.clone();
+        let auth = auth.clone();
         async move {
             crate::metrics::CONNECTIONS.inc();
             socket.on_disconnect(async || crate::metrics::CONNECTIONS.dec());
-            let rooms = vec![principal.room()];
+            let rooms = vec![access.room()];
             debug!(sid = %socket.id, rooms = ?rooms, "socket connected");
             match socket.extensions.get::<ResumeFrom>() {
                 Some(ResumeFrom(from)) => {
-                    tokio::spawn(resume_socket(socket, principal, from, rooms, resume));
+                    tokio::spawn(resume_socket(socket.clone(), access, from, rooms, resume));
                 }
                 None => socket.join(rooms),
+            }
+            // Permissions reloaded while this handshake was checked: check it again now that
+            // the reloader's pass over live sockets may have missed it.
+            let checked_at = socket.extensions.get::<AuthGeneration>().map(|g| g.0);
+            if checked_at != Some(auth.generation()) {
+                let model = auth.router().permissions;
+                revalidate(&auth, &model, vec![socket]).await;
             }
         }
     };
@@ -95,20 +101,6 @@ fn resume_offset(auth: &HandshakeAuth) -> Result<Option<EventOffset>, HandshakeE
             .map(Some)
             .map_err(|_| HandshakeError::InvalidOffset),
         Some(_) => Err(HandshakeError::InvalidOffset),
-    }
-}
-
-fn authenticate(
-    auth: &HandshakeAuth,
-    require_authentication: bool,
-) -> Result<Principal, HandshakeError> {
-    if auth.status.as_deref() == Some("draft") {
-        return Err(HandshakeError::DraftDenied);
-    }
-    match auth.token.as_deref() {
-        None | Some("") if require_authentication => Err(HandshakeError::AuthenticationRequired),
-        None | Some("") => Ok(Principal::Public),
-        Some(_) => Err(HandshakeError::InvalidToken),
     }
 }
 

@@ -11,11 +11,12 @@ pub mod principal;
 use std::sync::Arc;
 
 use crate::assemble::{Action, DocumentEvent, EventOffset, TransactionEvents, View};
-use crate::config::Config;
+use crate::config::{Config, StatusViews};
+use crate::strapi::StrapiModel;
 
 pub use payload::SharedPayload;
-pub use permissions::PermissionModel;
-pub use principal::Principal;
+pub use permissions::{Audience, PermissionModel};
+pub use principal::{Access, Principal};
 
 /// One emission: an event to a set of rooms.
 #[derive(Debug, Clone)]
@@ -30,11 +31,11 @@ pub struct Delivery {
     pub action: Action,
 }
 
-/// Routes document events to rooms.
+/// Routes document events to rooms. Cheap to clone (shared snapshots).
 #[derive(Debug, Clone)]
 pub struct Router {
-    pub permissions: PermissionModel,
-    config: RouterConfig,
+    pub permissions: Arc<PermissionModel>,
+    config: Arc<RouterConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,12 +48,44 @@ struct RouterConfig {
 impl Router {
     pub fn new(config: &Config, permissions: PermissionModel) -> Self {
         Router {
-            permissions,
-            config: RouterConfig {
+            permissions: Arc::new(permissions),
+            config: Arc::new(RouterConfig {
                 payload: config.events.payload,
                 permissions: config.events.permissions,
                 content_types: config.content_types.clone(),
-            },
+            }),
+        }
+    }
+
+    /// The same rules over another permission snapshot.
+    pub fn with_permissions(&self, permissions: Arc<PermissionModel>) -> Self {
+        Router {
+            permissions,
+            config: Arc::clone(&self.config),
+        }
+    }
+
+    /// Which sockets an event of this view goes to, or `None` when the type's `status` does
+    /// not emit that view: a type without D&P has one view that every socket hears; a D&P
+    /// type's published view goes to published-view sockets, its draft view to draft-view
+    /// sockets.
+    fn audience(&self, event: &DocumentEvent, draft_and_publish: bool) -> Option<Audience> {
+        if !draft_and_publish {
+            return (event.view == View::Published).then_some(Audience::Both);
+        }
+        let status = self
+            .config
+            .content_types
+            .iter()
+            .find(|ct| *ct.uid == *event.key.uid)
+            .map(|ct| ct.status)
+            .unwrap_or_default();
+        match (event.view, status) {
+            (View::Published, StatusViews::Published | StatusViews::Both) => {
+                Some(Audience::Published)
+            }
+            (View::Draft, StatusViews::Draft | StatusViews::Both) => Some(Audience::Draft),
+            _ => None,
         }
     }
 
@@ -70,27 +103,40 @@ impl Router {
             .is_some_and(|ct| ct.actions.iter().any(|a| a == event.action.as_str()))
     }
 
-    /// Whether a socket of `principal` may receive `delivery` now: it was routed to the
-    /// principal's room, and the current permission model still lets that room read it (the
-    /// rule [`Router::route`] applied). Used when events are replayed to a resuming socket.
-    pub fn admits(&self, principal: &Principal, delivery: &Delivery) -> bool {
-        let room = principal.room();
-        delivery.rooms.contains(&room)
-            && self.permissions.roles.get(&room).is_some_and(|grants| {
-                grants.allows(&delivery.uid, delivery.action, self.config.permissions)
-            })
+    /// Whether a socket with `access` may receive `delivery` now: it was routed to the
+    /// socket's room (so to its view), and the current permission model still lets the
+    /// principal hear it (the rule [`Router::route`] applied). Used when events are replayed
+    /// to a resuming socket.
+    pub fn admits(&self, access: &Access, delivery: &Delivery) -> bool {
+        delivery.rooms.contains(&access.room())
+            && (!access.draft || self.permissions.may_use_drafts(&access.principal))
+            && self
+                .permissions
+                .grants(&access.principal)
+                .is_some_and(|g| g.allows(&delivery.uid, delivery.action, self.config.permissions))
     }
 
     /// The deliveries of one transaction, in event order.
-    pub fn route(&self, tx: &TransactionEvents) -> Vec<Delivery> {
+    pub fn route(&self, tx: &TransactionEvents, model: &StrapiModel) -> Vec<Delivery> {
         let mut out = Vec::new();
         for event in &tx.events {
-            if !self.enabled(event) || event.view != View::Published {
+            if !self.enabled(event) {
                 continue;
             }
-            let rooms =
-                self.permissions
-                    .rooms_for(&event.key.uid, event.action, self.config.permissions);
+            let draft_and_publish = model
+                .content_types
+                .by_uid
+                .get(&*event.key.uid)
+                .is_some_and(|ct| ct.draft_and_publish);
+            let Some(audience) = self.audience(event, draft_and_publish) else {
+                continue;
+            };
+            let rooms = self.permissions.rooms_for(
+                &event.key.uid,
+                event.action,
+                audience,
+                self.config.permissions,
+            );
             if rooms.is_empty() {
                 continue;
             }
