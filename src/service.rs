@@ -184,7 +184,8 @@ pub async fn run_with_tap(
         log: replay.clone(),
         router: router_rx,
     };
-    let (app, io) = gateway::build(&config, Arc::clone(&health), resume);
+    let (model_tx, model_rx) = watch::channel(Arc::clone(&model));
+    let (app, io) = gateway::build(&config, Arc::clone(&health), resume, model_rx);
     let addr = listener.local_addr()?;
     info!(%addr, path = %config.server.path, "walcast listening");
 
@@ -241,6 +242,7 @@ pub async fn run_with_tap(
                 fetcher: EntryFetcher::default(),
                 router,
                 router_view: router_tx,
+                model_view: model_tx,
                 replay,
                 handoff,
                 io,
@@ -361,6 +363,8 @@ struct Pipeline {
     router: Router,
     /// The router as resuming sockets see it (updated on permission reloads).
     router_view: watch::Sender<Router>,
+    /// The model as client events see it (updated on schema reloads).
+    model_view: watch::Sender<Arc<StrapiModel>>,
     replay: ReplayLog,
     handoff: Handoff,
     io: SocketIo,
@@ -475,6 +479,7 @@ impl Pipeline {
                     "strapi schema reloaded"
                 );
                 crate::metrics::SCHEMA_RELOADS.inc();
+                self.model_view.send_replace(Arc::clone(&model));
                 self.model = model;
                 self.index = index;
                 self.fetcher.clear();

@@ -12,12 +12,16 @@ use socketioxide::extract::{Extension, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use tracing::{debug, warn};
 
+use super::client_events::ClientEvents;
 use super::resume::{Resume, ResumeFrom, resume_socket};
+use super::subscriptions::{ClientOptions, set_live};
 use crate::assemble::EventOffset;
 use crate::route::{Delivery, Principal};
 
-/// Per-socket buffer, in packets. socketioxide drops (and reports) packets beyond it; 128,
-/// its default, lost events in bursts here (rust-stack-notes pitfall 12).
+/// Per-socket buffer, in packets, unless `clients.socket_buffer_packets` says otherwise.
+/// socketioxide refuses packets beyond it; 128, its default, lost events in bursts here
+/// (rust-stack-notes pitfall 12). A socket that fills it is disconnected (see
+/// [`super::fanout`]).
 pub const SOCKET_BUFFER_PACKETS: usize = 4096;
 
 /// The handshake `auth` object, as the plugin's clients send it.
@@ -46,7 +50,12 @@ pub enum HandshakeError {
 }
 
 /// Registers the default namespace with its auth middleware.
-pub fn register(io: &SocketIo, require_authentication: bool, resume: Resume) {
+pub fn register(
+    io: &SocketIo,
+    require_authentication: bool,
+    resume: Resume,
+    clients: ClientEvents,
+) {
     let middleware = move |socket: SocketRef, TryData(auth): TryData<HandshakeAuth>| async move {
         let auth = auth.unwrap_or_default();
         match authenticate(&auth, require_authentication)
@@ -66,18 +75,29 @@ pub fn register(io: &SocketIo, require_authentication: bool, resume: Resume) {
             }
         }
     };
-    let on_connect = move |socket: SocketRef, Extension(principal): Extension<Principal>| {
+    let on_connect = move |socket: SocketRef,
+                           Extension(principal): Extension<Principal>,
+                           TryData(options): TryData<ClientOptions>| {
         let resume = resume.clone();
+        let clients = clients.clone();
         async move {
             crate::metrics::CONNECTIONS.inc();
             socket.on_disconnect(async || crate::metrics::CONNECTIONS.dec());
             let rooms = vec![principal.room()];
-            debug!(sid = %socket.id, rooms = ?rooms, "socket connected");
+            let broadcast = options.map(|o| o.broadcast()).unwrap_or(true);
+            debug!(sid = %socket.id, rooms = ?rooms, broadcast, "socket connected");
+            clients.attach(&socket, principal.clone(), rooms.clone(), broadcast);
             match socket.extensions.get::<ResumeFrom>() {
-                Some(ResumeFrom(from)) => {
+                // Without broadcast there is nothing to resume: subscriptions start empty.
+                Some(ResumeFrom(from)) if broadcast => {
                     tokio::spawn(resume_socket(socket, principal, from, rooms, resume));
                 }
-                None => socket.join(rooms),
+                _ => {
+                    if broadcast {
+                        socket.join(rooms);
+                    }
+                    set_live(&socket);
+                }
             }
         }
     };
@@ -117,36 +137,21 @@ pub fn event_args(delivery: &Delivery) -> impl Serialize + '_ {
     (&*delivery.payload, delivery.offset.to_string())
 }
 
-/// Emits one delivery to its rooms; counts what socket.io could not deliver.
+/// Emits one delivery to the sockets that may receive it, through their rooms or their
+/// entity subscriptions, once each; every socket's result is checked (see [`super::fanout`]).
 pub async fn emit(io: &SocketIo, delivery: &Delivery) {
-    let args = event_args(delivery);
-    match io
-        .to(delivery.rooms.clone())
-        .emit(&delivery.event_name, &args)
-        .await
-    {
-        Ok(()) => crate::metrics::DELIVERIES.inc(),
-        Err(e) => {
-            crate::metrics::EMIT_ERRORS.inc();
-            warn!(event = %delivery.event_name, error = %e, "emit failed for some sockets");
-        }
+    let fan = super::fanout::deliver(io, delivery, &event_args(delivery));
+    crate::metrics::DELIVERIES.inc();
+    if fan.dropped > 0 {
+        warn!(event = %delivery.event_name, offset = %delivery.offset, dropped = fan.dropped, "slow sockets missed an event and were disconnected");
     }
 }
 
 /// Emits a custom event from SQL to its rooms, or to every socket.
 pub async fn emit_custom(io: &SocketIo, event: &crate::route::custom::CustomEvent) {
-    let result = if event.rooms.is_empty() {
-        io.emit(&event.event, &event.data).await
-    } else {
-        io.to(event.rooms.clone())
-            .emit(&event.event, &event.data)
-            .await
-    };
-    match result {
-        Ok(()) => crate::metrics::CUSTOM_EVENTS.inc(),
-        Err(e) => {
-            crate::metrics::EMIT_ERRORS.inc();
-            warn!(event = %event.event, error = %e, "custom event emit failed for some sockets");
-        }
+    let fan = super::fanout::deliver_raw(io, &event.rooms, &event.event, &event.data);
+    crate::metrics::CUSTOM_EVENTS.inc();
+    if fan.dropped > 0 {
+        warn!(event = %event.event, dropped = fan.dropped, "slow sockets missed a custom event and were disconnected");
     }
 }

@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod client_events;
 mod connect_errors;
 mod document_model;
 mod golden;
