@@ -59,6 +59,7 @@ pub struct Config {
     pub content_types: Vec<ContentTypeConfig>,
     pub security: SecurityConfig,
     pub delivery: DeliveryConfig,
+    pub clients: ClientsConfig,
     pub redis: RedisConfig,
 }
 
@@ -269,6 +270,32 @@ impl Default for DeliveryConfig {
             replay_max_events: 100_000,
             replay_max_age_secs: 300,
             replay_dir: PathBuf::from("./.walcast/replay"),
+        }
+    }
+}
+
+/// What connected clients may ask for, and how much walcast buffers for each (spec §5, §6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientsConfig {
+    /// `subscribe-entity` refuses a socket's subscription beyond this many.
+    pub max_subscriptions_per_socket: usize,
+    /// `join-room`/`leave-room` of custom rooms; off as in the plugin.
+    pub private_rooms: bool,
+    /// `private-message` between sockets; off as in the plugin.
+    pub private_messages: bool,
+    /// Packets queued per socket before an emit fails; a socket whose queue is full is
+    /// disconnected (it resumes with its offset) instead of losing events silently.
+    pub socket_buffer_packets: usize,
+}
+
+impl Default for ClientsConfig {
+    fn default() -> Self {
+        Self {
+            max_subscriptions_per_socket: 100,
+            private_rooms: false,
+            private_messages: false,
+            socket_buffer_packets: crate::gateway::socketio::SOCKET_BUFFER_PACKETS,
         }
     }
 }
@@ -669,6 +696,20 @@ impl Config {
                 );
             }
         }
+        if !(1..=10_000).contains(&self.clients.max_subscriptions_per_socket) {
+            invalid(
+                "clients.max_subscriptions_per_socket",
+                &self.clients.max_subscriptions_per_socket.to_string(),
+                "1 to 10000",
+            );
+        }
+        if !(8..=1_048_576).contains(&self.clients.socket_buffer_packets) {
+            invalid(
+                "clients.socket_buffer_packets",
+                &self.clients.socket_buffer_packets.to_string(),
+                "8 to 1048576",
+            );
+        }
         if self.security.max_connections == 0 {
             invalid("security.max_connections", "0", "1 or more");
         }
@@ -970,6 +1011,34 @@ mod tests {
             .collect();
         assert_eq!(text.len(), 2, "{text:?}");
         assert!(text.iter().all(|t| t.contains("strapi.component_tables")));
+    }
+
+    #[test]
+    fn client_limits_are_validated() {
+        let config = Config::from_toml(
+            "[clients]\nmax_subscriptions_per_socket = 0\nsocket_buffer_packets = 2\n",
+        )
+        .unwrap();
+        let text: Vec<String> = config
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            text.iter()
+                .any(|t| t.contains("clients.max_subscriptions_per_socket")
+                    && t.contains("1 to 10000")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("clients.socket_buffer_packets") && t.contains("\"2\"")),
+            "{text:?}"
+        );
+        let defaults = Config::default().clients;
+        assert_eq!(defaults.max_subscriptions_per_socket, 100);
+        assert!(!defaults.private_rooms && !defaults.private_messages);
     }
 
     #[test]

@@ -86,6 +86,31 @@ pub static EMIT_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
         "emissions socket.io reported as not delivered to at least one socket",
     )
 });
+pub static DROPPED_DELIVERIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_dropped_deliveries_total",
+        "events a socket could not be given because its send queue was full (the socket is disconnected and can resume)",
+    )
+});
+pub static SLOW_CONSUMER_DISCONNECTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_slow_consumer_disconnects_total",
+        "sockets disconnected because they did not drain their send queue",
+    )
+});
+pub static CLIENT_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "walcast_client_events_total",
+        "client-to-server events (subscribe-entity, join-room…) by event and outcome",
+        &["event", "outcome"],
+    )
+});
+pub static ENTITY_SUBSCRIPTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "walcast_entity_subscriptions",
+        "entity subscriptions held by connected sockets",
+    )
+});
 pub static CONNECTIONS: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("walcast_connections", "connected sockets"));
 pub static HANDSHAKE_REJECTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -266,6 +291,10 @@ pub fn render() -> String {
         &*EVENTS,
         &*DELIVERIES,
         &*EMIT_ERRORS,
+        &*DROPPED_DELIVERIES,
+        &*SLOW_CONSUMER_DISCONNECTS,
+        &*CLIENT_EVENTS,
+        &*ENTITY_SUBSCRIPTIONS,
         &*CONNECTIONS,
         &*HANDSHAKE_REJECTIONS,
         &*SCHEMA_RELOADS,

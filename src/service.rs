@@ -189,7 +189,14 @@ pub async fn run_with_tap(
         log: replay.clone(),
         router: router_rx.clone(),
     };
-    let (app, io) = gateway::build(&config, Arc::clone(&health), authenticator.clone(), resume);
+    let (model_tx, model_rx) = watch::channel(Arc::clone(&model));
+    let (app, io) = gateway::build(
+        &config,
+        Arc::clone(&health),
+        authenticator.clone(),
+        resume,
+        model_rx,
+    );
     let addr = listener.local_addr()?;
     info!(%addr, path = %config.server.path, "walcast listening");
 
@@ -265,6 +272,7 @@ pub async fn run_with_tap(
                 router: router_rx,
                 auth_changed,
                 auth_reload_pending: false,
+                model_view: model_tx,
                 replay,
                 handoff,
                 io,
@@ -389,6 +397,8 @@ struct Pipeline {
     /// Auth tables changed and the reloader has not published the new model yet: the next
     /// events wait for it, so a grant followed by content routes that content by the grant.
     auth_reload_pending: bool,
+    /// The model as client events see it (updated on schema reloads).
+    model_view: watch::Sender<Arc<StrapiModel>>,
     replay: ReplayLog,
     handoff: Handoff,
     io: SocketIo,
@@ -583,6 +593,7 @@ impl Pipeline {
                     "strapi schema reloaded"
                 );
                 crate::metrics::SCHEMA_RELOADS.inc();
+                self.model_view.send_replace(Arc::clone(&model));
                 self.model = model;
                 self.index = index;
                 self.fetcher.clear();

@@ -661,6 +661,7 @@ mod tests {
             offset: offset(lsn, sequence),
             uid: Arc::from("api::tag.tag"),
             action: Action::Create,
+            entity_rooms: Vec::new(),
         }
     }
 

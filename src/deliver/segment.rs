@@ -136,6 +136,8 @@ pub fn decode_record(bytes: &[u8]) -> Option<(LoggedDelivery, u64)> {
         offset,
         uid,
         action,
+        // Resuming sockets are served by permission, not by subscription.
+        entity_rooms: Vec::new(),
     };
     Some((
         LoggedDelivery {

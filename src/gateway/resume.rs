@@ -83,6 +83,7 @@ pub async fn resume_socket(
         Err(Stop::Gap { after, oldest }) => {
             send_gap(&socket, after, oldest);
             socket.join(rooms);
+            super::subscriptions::set_live(&socket);
         }
         Err(Stop::Gone) => {}
         Err(Stop::Stalled) => {
@@ -133,6 +134,7 @@ async fn catch_up(
         .await?;
     }
     socket.join(rooms.to_vec());
+    super::subscriptions::set_live(socket);
     drop(gate);
     Ok(())
 }

@@ -14,14 +14,18 @@ use socketioxide::extract::{Extension, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use tracing::{debug, warn};
 
+use super::client_events::ClientEvents;
 use super::resume::{Resume, ResumeFrom, resume_socket};
+use super::subscriptions::{ClientOptions, set_live};
 use crate::assemble::EventOffset;
 use crate::auth::live::{AuthGeneration, revalidate};
 use crate::auth::{AuthError, Authenticator, HandshakeAuth};
 use crate::route::{Access, Delivery};
 
-/// Per-socket buffer, in packets. socketioxide drops (and reports) packets beyond it; 128,
-/// its default, lost events in bursts here (rust-stack-notes pitfall 12).
+/// Per-socket buffer, in packets, unless `clients.socket_buffer_packets` says otherwise.
+/// socketioxide refuses packets beyond it; 128, its default, lost events in bursts here
+/// (rust-stack-notes pitfall 12). A socket that fills it is disconnected (see
+/// [`super::fanout`]).
 pub const SOCKET_BUFFER_PACKETS: usize = 4096;
 
 /// Why a handshake was refused; the message is what the client's `connect_error` shows.
@@ -34,7 +38,7 @@ pub enum HandshakeError {
 }
 
 /// Registers the default namespace with its auth middleware.
-pub fn register(io: &SocketIo, auth: Authenticator, resume: Resume) {
+pub fn register(io: &SocketIo, auth: Authenticator, resume: Resume, clients: ClientEvents) {
     let checker = auth.clone();
     let middleware = move |socket: SocketRef, TryData(raw): TryData<Value>| {
         let auth = checker.clone();
@@ -64,19 +68,30 @@ pub fn register(io: &SocketIo, auth: Authenticator, resume: Resume) {
             }
         }
     };
-    let on_connect = move |socket: SocketRef, Extension(access): Extension<Access>| {
+    let on_connect = move |socket: SocketRef,
+                           Extension(access): Extension<Access>,
+                           TryData(options): TryData<ClientOptions>| {
         let resume = resume.clone();
         let auth = auth.clone();
+        let clients = clients.clone();
         async move {
             crate::metrics::CONNECTIONS.inc();
             socket.on_disconnect(async || crate::metrics::CONNECTIONS.dec());
             let rooms = vec![access.room()];
-            debug!(sid = %socket.id, rooms = ?rooms, "socket connected");
+            let broadcast = options.map(|o| o.broadcast()).unwrap_or(true);
+            debug!(sid = %socket.id, rooms = ?rooms, broadcast, "socket connected");
+            clients.attach(&socket, access.principal.clone(), rooms.clone(), broadcast);
             match socket.extensions.get::<ResumeFrom>() {
-                Some(ResumeFrom(from)) => {
+                // Without broadcast there is nothing to resume: subscriptions start empty.
+                Some(ResumeFrom(from)) if broadcast => {
                     tokio::spawn(resume_socket(socket.clone(), access, from, rooms, resume));
                 }
-                None => socket.join(rooms),
+                _ => {
+                    if broadcast {
+                        socket.join(rooms);
+                    }
+                    set_live(&socket);
+                }
             }
             // Permissions reloaded while this handshake was checked: check it again now that
             // the reloader's pass over live sockets may have missed it.
@@ -109,36 +124,21 @@ pub fn event_args(delivery: &Delivery) -> impl Serialize + '_ {
     (&*delivery.payload, delivery.offset.to_string())
 }
 
-/// Emits one delivery to its rooms; counts what socket.io could not deliver.
+/// Emits one delivery to the sockets that may receive it, through their rooms or their
+/// entity subscriptions, once each; every socket's result is checked (see [`super::fanout`]).
 pub async fn emit(io: &SocketIo, delivery: &Delivery) {
-    let args = event_args(delivery);
-    match io
-        .to(delivery.rooms.clone())
-        .emit(&delivery.event_name, &args)
-        .await
-    {
-        Ok(()) => crate::metrics::DELIVERIES.inc(),
-        Err(e) => {
-            crate::metrics::EMIT_ERRORS.inc();
-            warn!(event = %delivery.event_name, error = %e, "emit failed for some sockets");
-        }
+    let fan = super::fanout::deliver(io, delivery, &event_args(delivery));
+    crate::metrics::DELIVERIES.inc();
+    if fan.dropped > 0 {
+        warn!(event = %delivery.event_name, offset = %delivery.offset, dropped = fan.dropped, "slow sockets missed an event and were disconnected");
     }
 }
 
 /// Emits a custom event from SQL to its rooms, or to every socket.
 pub async fn emit_custom(io: &SocketIo, event: &crate::route::custom::CustomEvent) {
-    let result = if event.rooms.is_empty() {
-        io.emit(&event.event, &event.data).await
-    } else {
-        io.to(event.rooms.clone())
-            .emit(&event.event, &event.data)
-            .await
-    };
-    match result {
-        Ok(()) => crate::metrics::CUSTOM_EVENTS.inc(),
-        Err(e) => {
-            crate::metrics::EMIT_ERRORS.inc();
-            warn!(event = %event.event, error = %e, "custom event emit failed for some sockets");
-        }
+    let fan = super::fanout::deliver_raw(io, &event.rooms, &event.event, &event.data);
+    crate::metrics::CUSTOM_EVENTS.inc();
+    if fan.dropped > 0 {
+        warn!(event = %event.event, dropped = fan.dropped, "slow sockets missed a custom event and were disconnected");
     }
 }

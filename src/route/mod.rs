@@ -4,6 +4,7 @@
 //! once, offset. Consults the `PermissionModel` snapshot; never calls socket.io itself.
 
 pub mod custom;
+pub mod entity;
 pub mod payload;
 pub mod permissions;
 pub mod principal;
@@ -29,6 +30,10 @@ pub struct Delivery {
     /// again later for one principal ([`Router::admits`]).
     pub uid: Arc<str>,
     pub action: Action,
+    /// The entity rooms of the document ([`entity::entity_rooms_of`]): subscribers there whose
+    /// principal may read it (one of `rooms`) receive it too, once. Live emission only; not
+    /// kept in the replay log.
+    pub entity_rooms: Vec<String>,
 }
 
 /// Routes document events to rooms. Cheap to clone (shared snapshots).
@@ -147,6 +152,7 @@ impl Router {
                 offset: event.offset,
                 uid: Arc::clone(&event.key.uid),
                 action: event.action,
+                entity_rooms: entity::entity_rooms_of(event),
             });
         }
         out

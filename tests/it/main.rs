@@ -4,6 +4,7 @@ mod support;
 
 mod auth;
 mod cli;
+mod client_events;
 mod connect_errors;
 mod document_model;
 mod golden;

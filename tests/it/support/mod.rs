@@ -799,6 +799,22 @@ impl JsClient {
         line["args"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The Node process's id (to pause it with SIGSTOP: a client that stops reading).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the client process is running")
+    }
+
+    /// The socket id of the client's latest connection.
+    pub fn socket_id(&self) -> String {
+        self.seen
+            .iter()
+            .rev()
+            .find(|l| l["type"] == "connected")
+            .and_then(|l| l["id"].as_str())
+            .expect("the client connected")
+            .to_owned()
+    }
+
     /// Sends one command line to the client (`{"cmd":"disconnect"}`, `{"cmd":"connect"}`…).
     pub async fn command(&mut self, cmd: Value) {
         self.stdin
