@@ -20,9 +20,10 @@ use crate::assemble::{
 use crate::config::Config;
 use crate::deliver::{Handoff, ReplayLimits, ReplayLog};
 use crate::gateway::{self, Health, Resume};
-use crate::populate::EntryFetcher;
+use crate::populate::plan::PayloadPlans;
+use crate::populate::{PopulateStats, Populator};
 use crate::replication::{ConnectParams, Lsn, ReplicationEvent, ReplicationStream, slot};
-use crate::route::{PermissionModel, Router};
+use crate::route::{Delivery, PermissionModel, Router};
 use crate::strapi::Populate;
 use crate::strapi::StrapiModel;
 
@@ -79,6 +80,25 @@ pub fn populate_settings(config: &Config) -> PopulateSettings {
 
 /// A copy of every folded transaction, for tests and tools that watch the document model.
 pub type TransactionTap = mpsc::UnboundedSender<Arc<TransactionEvents>>;
+
+/// What the router made of one transaction: its deliveries (every payload variant, as
+/// serialized for the sockets) and what populating it took.
+#[derive(Debug, Clone)]
+pub struct RoutedTransaction {
+    pub commit_lsn: Lsn,
+    pub deliveries: Vec<Delivery>,
+    pub populate: PopulateStats,
+}
+
+/// A copy of every routed transaction, for tests and tools that watch payloads.
+pub type PayloadTap = mpsc::UnboundedSender<Arc<RoutedTransaction>>;
+
+/// Where copies of the pipeline's work go (tests, tools); none by default.
+#[derive(Debug, Clone, Default)]
+pub struct Taps {
+    pub transactions: Option<TransactionTap>,
+    pub payloads: Option<PayloadTap>,
+}
 
 /// Turns a failed tokio-postgres connection into the same clear messages the walsender
 /// connection gives (TLS refused or unverifiable, wrong password, pg_hba.conf).
@@ -152,6 +172,20 @@ pub async fn run_with_tap(
     shutdown: CancellationToken,
     tap: Option<TransactionTap>,
 ) -> anyhow::Result<()> {
+    let taps = Taps {
+        transactions: tap,
+        payloads: None,
+    };
+    run_with_taps(config, listener, shutdown, taps).await
+}
+
+/// [`run`], sending copies of the pipeline's work to `taps`.
+pub async fn run_with_taps(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    taps: Taps,
+) -> anyhow::Result<()> {
     let client = connect_sql(&config).await?;
     for change in setup(&config, &client).await? {
         info!("setup: {change}");
@@ -169,7 +203,10 @@ pub async fn run_with_tap(
     let permissions = PermissionModel::load(&client)
         .await
         .context("reading permissions")?;
-    let router = Router::new(&config, permissions);
+    let populate = populate_settings(&config);
+    let plans = Arc::new(PayloadPlans::build(&model, &populate));
+    let mut router = Router::new(&config, permissions);
+    router.set_plans(Arc::clone(&plans));
     let (router_tx, router_rx) = watch::channel(router.clone());
     let replay = {
         let dir = config.delivery.replay_dir.clone();
@@ -233,19 +270,20 @@ pub async fn run_with_tap(
         let config_for_pipeline = config.clone();
         tasks.spawn(async move {
             let pipeline = Pipeline {
-                populate: populate_settings(&config_for_pipeline),
+                populate,
+                plans,
                 config: config_for_pipeline,
                 client,
                 model,
                 index,
-                fetcher: EntryFetcher::default(),
+                populator: Populator::default(),
                 router,
                 router_view: router_tx,
                 replay,
                 handoff,
                 io,
                 health,
-                tap,
+                taps,
             };
             pipeline.run(events_rx).await.context("pipeline")
         });
@@ -356,8 +394,10 @@ struct Pipeline {
     client: tokio_postgres::Client,
     model: Arc<StrapiModel>,
     populate: PopulateSettings,
+    /// The populate plans of `populate` against `model`.
+    plans: Arc<PayloadPlans>,
     index: DocumentIndex,
-    fetcher: EntryFetcher,
+    populator: Populator,
     router: Router,
     /// The router as resuming sockets see it (updated on permission reloads).
     router_view: watch::Sender<Router>,
@@ -365,7 +405,7 @@ struct Pipeline {
     handoff: Handoff,
     io: SocketIo,
     health: Arc<Health>,
-    tap: Option<TransactionTap>,
+    taps: Taps,
 }
 
 impl Pipeline {
@@ -404,20 +444,33 @@ impl Pipeline {
         crate::metrics::TRANSACTIONS.inc();
         crate::metrics::ROW_CHANGES.inc_by(tx.changes.len() as u64);
         let mut events = fold_transaction(&self.model, &self.populate, &mut self.index, &tx);
-        if let Err(e) = self
-            .fetcher
-            .complete(&self.client, &self.model, &mut events)
+        let stats = match self
+            .populator
+            .run(&self.client, &self.model, &self.plans, &mut events)
             .await
         {
-            warn!(error = %e, "reading entries the WAL did not carry failed; their payloads name only the document");
-        }
+            Ok(stats) => stats,
+            Err(e) => {
+                warn!(error = %e, "populating the transaction's entries failed; payloads without an entry name only the document");
+                PopulateStats::default()
+            }
+        };
+        crate::metrics::POPULATE_QUERIES.inc_by(u64::from(stats.queries));
         for event in &events.events {
             crate::metrics::EVENTS
                 .with_label_values(&[&*event.key.uid, event.action.as_str()])
                 .inc();
         }
+        let routed = self.router.route(&events);
+        if let Some(tap) = &self.taps.payloads {
+            let _ = tap.send(Arc::new(RoutedTransaction {
+                commit_lsn: events.commit_lsn,
+                deliveries: routed.clone(),
+                populate: stats,
+            }));
+        }
         // Logged before emitted; resent ones (already logged) come back filtered out.
-        let deliveries = self.replay.append(self.router.route(&events))?;
+        let deliveries = self.replay.append(routed)?;
         {
             let _live = self.replay.live_turn(&deliveries).await;
             for delivery in &deliveries {
@@ -437,7 +490,7 @@ impl Pipeline {
                 Err(e) => warn!(error = %e, "permission reload failed; keeping the previous model"),
             }
         }
-        if let Some(tap) = &self.tap {
+        if let Some(tap) = &self.taps.transactions {
             let _ = tap.send(Arc::new(events));
         }
         Ok(())
@@ -475,9 +528,12 @@ impl Pipeline {
                     "strapi schema reloaded"
                 );
                 crate::metrics::SCHEMA_RELOADS.inc();
+                self.plans = Arc::new(PayloadPlans::build(&model, &self.populate));
+                self.router.set_plans(Arc::clone(&self.plans));
+                self.router_view.send_replace(self.router.clone());
                 self.model = model;
                 self.index = index;
-                self.fetcher.clear();
+                self.populator.clear();
             }
             Err(e) => {
                 warn!(error = %e, "re-reading the document index failed; keeping the previous schema")
