@@ -428,7 +428,7 @@ impl Populator {
             ChildKind::Component { .. } | ChildKind::DynamicZone { .. } => (
                 format!(
                     "SELECT r.id, r.pub, c.\"order\"::float8, c.id::int8, {select} FROM {from} \
-                     JOIN {cmps} c ON c.entity_id = r.id AND c.field = $3 AND c.component_type = $4 \
+                     JOIN {cmps} c ON c.entity_id = r.id AND c.component_type = $3 AND c.field = $4 \
                      JOIN {target_table} t ON t.id = c.cmp_id \
                      ORDER BY 1, 2, 3, 4",
                     cmps = quote_ident(&naming::component_join_table_name(&level.model.table)),
@@ -516,11 +516,17 @@ fn entry_of(
         if level.is_some_and(|l| !l.shows_field(key)) {
             continue;
         }
-        let value = match text {
-            Some(t) => decode_text(*oid, &t),
+        let value = match text.as_deref() {
+            // `bool::text` says `true`/`false`, the WAL's text form `t`/`f`.
+            Some("true") if *oid == BOOL_OID => Value::Bool(true),
+            Some("false") if *oid == BOOL_OID => Value::Bool(false),
+            Some(t) => decode_text(*oid, t),
             None => Value::Null,
         };
         entry.insert(key.to_owned(), value);
     }
     (id, entry)
 }
+
+/// The type OID of `boolean`.
+const BOOL_OID: u32 = 16;

@@ -6,6 +6,7 @@ mod cli;
 mod connect_errors;
 mod document_model;
 mod golden;
+mod payloads;
 mod replication;
 mod resume;
 mod skeleton;
