@@ -320,23 +320,9 @@ fn inverse_link(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::strapi::schema::ContentTypes;
 
     pub fn fixture_model() -> StrapiModel {
-        let boot = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/strapi-5.54/replay/00-boot.sql"
-        ))
-        .unwrap();
-        let line = boot
-            .lines()
-            .find(|l| l.contains("'strapi_content_types_schema'"))
-            .unwrap();
-        let start = line.find("'strapi_content_types_schema', '").unwrap()
-            + "'strapi_content_types_schema', '".len();
-        let end = line.rfind("', 'object'").unwrap();
-        let mut types =
-            ContentTypes::from_core_store(&line[start..end].replace("''", "'")).unwrap();
+        let mut types = crate::strapi::schema::tests::fixture_schema();
         let app = std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/fixtures/strapi-5.54/app"

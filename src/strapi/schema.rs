@@ -509,10 +509,11 @@ pub fn component_table(uid: &str, tables: &[String]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn fixture_schema() -> ContentTypes {
+    /// The fixture app's schema, from the core-store row of `00-boot.sql`.
+    pub(crate) fn fixture_schema() -> ContentTypes {
         let boot = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/fixtures/strapi-5.54/replay/00-boot.sql"

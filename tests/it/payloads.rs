@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use walcast::assemble::{TransactionEvents, View};
-use walcast::config::{ContentTypeConfig, PayloadFormat, StatusViews};
+use walcast::config::PayloadFormat;
 use walcast::populate::plan::PayloadPlans;
 use walcast::route::sanitize::Sanitizer;
 use walcast::route::{PayloadRules, ReadableSet};
@@ -20,29 +20,14 @@ use walcast::service::{RoutedTransaction, Taps};
 
 use crate::support::{JsClient, TestDatabase, Walcast, repo};
 
-const ARTICLE: &str = "api::article.article";
 const AUTHENTICATED: &str = "io-role-authenticated";
 const PUBLIC: &str = "io-role-public";
 
+/// The golden tests' configuration (every type, every action, `populate = '*'`, both views)
+/// in `format`.
 fn config(db: &TestDatabase, format: PayloadFormat) -> walcast::config::Config {
-    let mut config = db.config();
+    let mut config = crate::golden::golden_config(db, false);
     config.events.payload = format;
-    config.content_types = [
-        ARTICLE,
-        "api::category.category",
-        "api::comment.comment",
-        "api::tag.tag",
-    ]
-    .iter()
-    .map(|uid| ContentTypeConfig {
-        uid: (*uid).to_owned(),
-        actions: ["create", "update", "delete", "publish", "unpublish"]
-            .map(String::from)
-            .to_vec(),
-        populate: Some(toml::Value::String("*".into())),
-        status: StatusViews::Both,
-    })
-    .collect();
     config
 }
 
