@@ -11,7 +11,8 @@
 //! - [`replication`]: walsender bytes → ordered replication events; owns the slot position.
 //! - [`strapi`]: content types, table roles and naming rules, discovered from the database.
 //! - [`assemble`]: committed transactions → document events (spec §3).
-//! - [`populate`]: completes events through SQL (entries the WAL did not carry).
+//! - [`populate`]: completes events through SQL: entries the WAL did not carry, and the
+//!   configured `populate` (relations, media, components), batched per transaction.
 //! - [`route`]: who receives each event and what they see (spec §4–5).
 //! - [`deliver`]: the durable replay log that lets clients resume with `auth.offset` (spec §6).
 //! - [`auth`]: handshake authentication, and permission changes applied to live sockets.

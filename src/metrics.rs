@@ -74,6 +74,12 @@ pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["uid", "action"],
     )
 });
+pub static POPULATE_QUERIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_populate_queries_total",
+        "SQL statements the populate stage ran (entries and populated attributes, batched per transaction)",
+    )
+});
 pub static DELIVERIES: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         "walcast_deliveries_total",

@@ -21,9 +21,10 @@ use crate::auth;
 use crate::config::Config;
 use crate::deliver::{Handoff, ReplayLimits, ReplayLog};
 use crate::gateway::{self, Health, Resume};
-use crate::populate::EntryFetcher;
+use crate::populate::plan::PayloadPlans;
+use crate::populate::{PopulateStats, Populator};
 use crate::replication::{ConnectParams, Lsn, ReplicationEvent, ReplicationStream, slot};
-use crate::route::{PermissionModel, Router};
+use crate::route::{Delivery, PermissionModel, Router};
 use crate::strapi::Populate;
 use crate::strapi::StrapiModel;
 
@@ -80,6 +81,25 @@ pub fn populate_settings(config: &Config) -> PopulateSettings {
 
 /// A copy of every folded transaction, for tests and tools that watch the document model.
 pub type TransactionTap = mpsc::UnboundedSender<Arc<TransactionEvents>>;
+
+/// What the router made of one transaction: its deliveries (every payload variant, as
+/// serialized for the sockets) and what populating it took.
+#[derive(Debug, Clone)]
+pub struct RoutedTransaction {
+    pub commit_lsn: Lsn,
+    pub deliveries: Vec<Delivery>,
+    pub populate: PopulateStats,
+}
+
+/// A copy of every routed transaction, for tests and tools that watch payloads.
+pub type PayloadTap = mpsc::UnboundedSender<Arc<RoutedTransaction>>;
+
+/// Where copies of the pipeline's work go (tests, tools); none by default.
+#[derive(Debug, Clone, Default)]
+pub struct Taps {
+    pub transactions: Option<TransactionTap>,
+    pub payloads: Option<PayloadTap>,
+}
 
 /// Turns a failed tokio-postgres connection into the same clear messages the walsender
 /// connection gives (TLS refused or unverifiable, wrong password, pg_hba.conf).
@@ -153,6 +173,20 @@ pub async fn run_with_tap(
     shutdown: CancellationToken,
     tap: Option<TransactionTap>,
 ) -> anyhow::Result<()> {
+    let taps = Taps {
+        transactions: tap,
+        payloads: None,
+    };
+    run_with_taps(config, listener, shutdown, taps).await
+}
+
+/// [`run`], sending copies of the pipeline's work to `taps`.
+pub async fn run_with_taps(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    taps: Taps,
+) -> anyhow::Result<()> {
     let client = connect_sql(&config).await?;
     for change in setup(&config, &client).await? {
         info!("setup: {change}");
@@ -171,7 +205,10 @@ pub async fn run_with_tap(
         .await
         .context("reading permissions")?;
     crate::metrics::PERMISSION_RELOADS.inc();
-    let router = Router::new(&config, permissions);
+    let populate = populate_settings(&config);
+    let plans = Arc::new(PayloadPlans::build(&model, &populate));
+    let mut router = Router::new(&config, permissions);
+    router.set_plans(Arc::clone(&plans));
     let (router_tx, router_rx) = watch::channel(router);
     let auth_db = Arc::new(auth::Db::new(config.clone()));
     let authenticator = auth::Authenticator::new(&config, auth_db, router_rx.clone());
@@ -243,7 +280,7 @@ pub async fn run_with_tap(
         let reloader = auth::live::Reloader {
             config: config.clone(),
             auth: authenticator,
-            router: router_tx,
+            router: router_tx.clone(),
             io: io.clone(),
             changed: Arc::clone(&auth_changed),
         };
@@ -257,19 +294,22 @@ pub async fn run_with_tap(
         let io = io.clone();
         let health = Arc::clone(&health);
         let config_for_pipeline = config.clone();
+        let router_tx_for_pipeline = router_tx.clone();
         let buffer = TransactionBuffer::new(
             config.replication.max_buffered_changes,
             config.replication.spill_dir.clone(),
         );
         tasks.spawn(async move {
             let pipeline = Pipeline {
-                populate: populate_settings(&config_for_pipeline),
+                populate,
+                plans,
                 config: config_for_pipeline,
                 client,
                 model,
                 index,
-                fetcher: EntryFetcher::default(),
+                populator: Populator::default(),
                 router: router_rx,
+                router_tx: router_tx_for_pipeline,
                 auth_changed,
                 auth_reload_pending: false,
                 model_view: model_tx,
@@ -277,7 +317,7 @@ pub async fn run_with_tap(
                 handoff,
                 io,
                 health,
-                tap,
+                taps,
             };
             pipeline.run(events_rx, buffer).await.context("pipeline")
         });
@@ -388,10 +428,14 @@ struct Pipeline {
     client: tokio_postgres::Client,
     model: Arc<StrapiModel>,
     populate: PopulateSettings,
+    /// The populate plans of `populate` against `model`.
+    plans: Arc<PayloadPlans>,
     index: DocumentIndex,
-    fetcher: EntryFetcher,
+    populator: Populator,
     /// The router with the permission model in force (replaced by the reloader).
     router: watch::Receiver<Router>,
+    /// The same router, written here only when a schema reload brings new populate plans.
+    router_tx: watch::Sender<Router>,
     /// Told when a transaction changed Strapi's auth tables; the reloader settles and reloads.
     auth_changed: Arc<Notify>,
     /// Auth tables changed and the reloader has not published the new model yet: the next
@@ -403,7 +447,7 @@ struct Pipeline {
     handoff: Handoff,
     io: SocketIo,
     health: Arc<Health>,
-    tap: Option<TransactionTap>,
+    taps: Taps,
 }
 
 /// Why the pipeline stopped.
@@ -470,13 +514,18 @@ impl Pipeline {
             let mut events =
                 fold_transaction(&self.model, &self.populate, &mut self.index, &window);
             continue_sequence(&mut events, &mut next_sequence);
-            if let Err(e) = self
-                .fetcher
-                .complete(&self.client, &self.model, &mut events)
+            let stats = match self
+                .populator
+                .run(&self.client, &self.model, &self.plans, &mut events)
                 .await
             {
-                warn!(error = %e, "reading entries the WAL did not carry failed; their payloads name only the document");
-            }
+                Ok(stats) => stats,
+                Err(e) => {
+                    warn!(error = %e, "populating the transaction's entries failed; payloads without an entry name only the document");
+                    PopulateStats::default()
+                }
+            };
+            crate::metrics::POPULATE_QUERIES.inc_by(u64::from(stats.queries));
             if events.unattributed > 0 {
                 crate::metrics::UNATTRIBUTED_ROWS.inc_by(u64::from(events.unattributed));
                 warn!(
@@ -500,6 +549,13 @@ impl Pipeline {
             }
             // The router is read, not cloned: the borrow ends before anything awaits.
             let routed = self.router.borrow().route(&events, &self.model);
+            if let Some(tap) = &self.taps.payloads {
+                let _ = tap.send(Arc::new(RoutedTransaction {
+                    commit_lsn: events.commit_lsn,
+                    deliveries: routed.clone(),
+                    populate: stats,
+                }));
+            }
             let deliveries = self.replay.append(routed)?;
             {
                 let _live = self.replay.live_turn(&deliveries).await;
@@ -515,7 +571,7 @@ impl Pipeline {
             }
             deliver_custom(&self.io, &window.messages).await;
             schema_changed |= events.schema_changed;
-            if self.tap.is_some() {
+            if self.taps.transactions.is_some() {
                 tapped.push(events);
             }
         }
@@ -524,7 +580,7 @@ impl Pipeline {
         }
 
         // Tapped once the transaction's effects (reloads included) are in place.
-        if let Some(tap) = &self.tap {
+        if let Some(tap) = &self.taps.transactions {
             for events in tapped {
                 let _ = tap.send(Arc::new(events));
             }
@@ -558,7 +614,7 @@ impl Pipeline {
             Ok(client) => {
                 info!("sql connection re-established");
                 self.client = client;
-                self.fetcher.clear();
+                self.populator.clear();
             }
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "sql connection lost and not re-established yet")
@@ -594,9 +650,12 @@ impl Pipeline {
                 );
                 crate::metrics::SCHEMA_RELOADS.inc();
                 self.model_view.send_replace(Arc::clone(&model));
+                self.plans = Arc::new(PayloadPlans::build(&model, &self.populate));
+                let plans = Arc::clone(&self.plans);
+                self.router_tx.send_modify(|router| router.set_plans(plans));
                 self.model = model;
                 self.index = index;
-                self.fetcher.clear();
+                self.populator.clear();
             }
             Err(e) => {
                 warn!(error = %e, "re-reading the document index failed; keeping the previous schema")

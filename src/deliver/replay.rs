@@ -451,12 +451,20 @@ impl ReplayLog {
                 .entries
                 .partition_point(|e| e.location.offset <= after);
             let mut groups: Vec<(Arc<File>, Vec<RecordLocation>)> = Vec::new();
+            let mut taken: Option<(usize, EventOffset)> = None;
             for entry in index
                 .entries
                 .range(start..)
-                .take(limit)
                 .take_while(|e| e.location.offset <= upto)
             {
+                // The payload variants of one event share its offset: a batch never splits
+                // them, since the next one starts after that offset.
+                let count = match taken {
+                    Some((n, last)) if n >= limit && last != entry.location.offset => break,
+                    Some((n, _)) => n + 1,
+                    None => 1,
+                };
+                taken = Some((count, entry.location.offset));
                 let Some(segment) = index.segments.get(&entry.segment) else {
                     break;
                 };
@@ -706,6 +714,30 @@ mod tests {
             .collect();
         files.sort();
         files
+    }
+
+    #[tokio::test]
+    async fn a_batch_keeps_the_variants_of_one_event_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ReplayLog::open(dir.path(), limits(1000)).unwrap();
+        let mut other_room = delivery(10, 1);
+        other_room.rooms = vec!["io-role-authenticated".into()];
+        log.append(vec![
+            delivery(10, 0),
+            delivery(10, 1),
+            other_room,
+            delivery(10, 2),
+        ])
+        .unwrap();
+        let ReplayBatch::Events(events) = log
+            .read_after(offset(10, 0), offset(20, 0), 1)
+            .await
+            .unwrap()
+        else {
+            panic!("gap")
+        };
+        assert_eq!(events.len(), 2, "both variants of (10, 1)");
+        assert!(events.iter().all(|d| d.offset == offset(10, 1)));
     }
 
     #[tokio::test]

@@ -1,25 +1,35 @@
 //! Routing: who receives each document event, and exactly what they see (spec §4–5).
 //!
-//! Turns `TransactionEvents` into `Delivery`s: event name, target rooms, payload serialized
-//! once, offset. Consults the `PermissionModel` snapshot; never calls socket.io itself.
+//! Turns `TransactionEvents` into `Delivery`s: event name, target rooms, payload, offset.
+//! Consults the `PermissionModel` snapshot; never calls socket.io itself.
+//!
+//! Payload variants: an event's rooms are grouped by what their principals may read among
+//! the content types the event's populated relations reach ([`Router::room_reads`]); each
+//! group gets one [`Delivery`] with one payload, serialized once per transaction
+//! ([`payload::PayloadVariants`]). So one event can make several deliveries, with the same
+//! offset and disjoint rooms. A new kind of room (API token, admin user) only needs
+//! [`Router::room_reads`] to answer for it; everything else follows.
 
 pub mod custom;
 pub mod entity;
 pub mod payload;
 pub mod permissions;
 pub mod principal;
+pub mod sanitize;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::assemble::{Action, DocumentEvent, EventOffset, TransactionEvents, View};
-use crate::config::{Config, StatusViews};
+use crate::config::{Config, PermissionMode, StatusViews};
+use crate::populate::plan::PayloadPlans;
 use crate::strapi::StrapiModel;
 
-pub use payload::SharedPayload;
+pub use payload::{PayloadRules, PayloadVariants, ReadableSet, SharedPayload};
 pub use permissions::{Audience, PermissionModel};
 pub use principal::{Access, Principal};
 
-/// One emission: an event to a set of rooms.
+/// One emission: an event to a set of rooms, in one payload variant.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub event_name: String,
@@ -41,11 +51,11 @@ pub struct Delivery {
 pub struct Router {
     pub permissions: Arc<PermissionModel>,
     config: Arc<RouterConfig>,
+    payloads: PayloadRules,
 }
 
 #[derive(Debug, Clone)]
 struct RouterConfig {
-    payload: crate::config::PayloadFormat,
     permissions: crate::config::PermissionMode,
     content_types: Vec<crate::config::ContentTypeConfig>,
 }
@@ -55,10 +65,14 @@ impl Router {
         Router {
             permissions: Arc::new(permissions),
             config: Arc::new(RouterConfig {
-                payload: config.events.payload,
                 permissions: config.events.permissions,
                 content_types: config.content_types.clone(),
             }),
+            payloads: PayloadRules {
+                format: config.events.payload,
+                sanitizer: sanitize::Sanitizer::new(&config.events.sensitive_fields),
+                plans: Arc::default(),
+            },
         }
     }
 
@@ -67,6 +81,7 @@ impl Router {
         Router {
             permissions,
             config: Arc::clone(&self.config),
+            payloads: self.payloads.clone(),
         }
     }
 
@@ -92,6 +107,19 @@ impl Router {
             (View::Draft, StatusViews::Draft | StatusViews::Both) => Some(Audience::Draft),
             _ => None,
         }
+    }
+
+    /// Uses the populate plans of the current schema (at start and after a schema reload).
+    pub fn set_plans(&mut self, plans: Arc<PayloadPlans>) {
+        self.payloads.plans = plans;
+    }
+
+    /// Whether the principals of `room` may read content type `uid`: the users-permissions
+    /// rule `<uid>.find` or `<uid>.findOne`. Decides which populated relations their payloads
+    /// keep, whatever `events.permissions` says about hearing the event at all.
+    pub fn room_reads(&self, room: &str, uid: &str) -> bool {
+        let room = room.strip_suffix(":draft").unwrap_or(room);
+        self.permissions.room_reads(room, uid, PermissionMode::Read)
     }
 
     /// Whether the configuration lets this event out at all (type listed, action enabled).
@@ -121,8 +149,10 @@ impl Router {
                 .is_some_and(|g| g.allows(&delivery.uid, delivery.action, self.config.permissions))
     }
 
-    /// The deliveries of one transaction, in event order.
+    /// The deliveries of one transaction, in event order: per event, one per payload variant
+    /// (rooms grouped by what they may read of the event's related types).
     pub fn route(&self, tx: &TransactionEvents, model: &StrapiModel) -> Vec<Delivery> {
+        let mut variants = PayloadVariants::new(&self.payloads);
         let mut out = Vec::new();
         for event in &tx.events {
             if !self.enabled(event) {
@@ -142,18 +172,24 @@ impl Router {
                 audience,
                 self.config.permissions,
             );
-            if rooms.is_empty() {
-                continue;
+            let related = self.payloads.related_uids(event);
+            let mut groups: BTreeMap<ReadableSet, Vec<String>> = BTreeMap::new();
+            for room in rooms {
+                let readable = ReadableSet::of(related, |uid| self.room_reads(&room, uid));
+                groups.entry(readable).or_default().push(room);
             }
-            out.push(Delivery {
-                event_name: event.event_name(),
-                rooms,
-                payload: payload::payload_of(event, self.config.payload),
-                offset: event.offset,
-                uid: Arc::clone(&event.key.uid),
-                action: event.action,
-                entity_rooms: entity::entity_rooms_of(event),
-            });
+            let entity_rooms = entity::entity_rooms_of(event);
+            for (readable, rooms) in groups {
+                out.push(Delivery {
+                    event_name: event.event_name(),
+                    rooms,
+                    payload: variants.payload_for(event, &readable),
+                    offset: event.offset,
+                    uid: Arc::clone(&event.key.uid),
+                    action: event.action,
+                    entity_rooms: entity_rooms.clone(),
+                });
+            }
         }
         out
     }

@@ -301,6 +301,26 @@ impl PermissionModel {
         }
     }
 
+    /// Whether every principal behind `room` (a plain room, without `:draft`) may read `uid`:
+    /// decides which populated relations a payload variant for that room keeps.
+    pub fn room_reads(&self, room: &str, uid: &str, mode: PermissionMode) -> bool {
+        let now = now_ms();
+        let mut found = false;
+        for role in self.roles.values().filter(|r| r.room() == room) {
+            found = true;
+            if !role.allows(uid, Action::Update, mode) {
+                return false;
+            }
+        }
+        for token in self.tokens.values().filter(|t| token_room(&t.name) == room) {
+            found = true;
+            if token.expired(now) || !token.grants().allows(uid, Action::Update, mode) {
+                return false;
+            }
+        }
+        found || self.admins.iter().any(|id| admin_room(*id) == room)
+    }
+
     /// Every room that may hear `action` on content type `uid` in `audience`. A room shared by
     /// several principals (two roles or tokens with the same name) gets the event only if all
     /// of them may hear it.

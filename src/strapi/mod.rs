@@ -11,7 +11,7 @@ pub mod schema;
 use std::sync::Arc;
 
 pub use catalog::{AuthTable, Catalog, LinkTable, RelationSide, TableRole};
-pub use populate::Populate;
+pub use populate::{Nested, Populate};
 pub use schema::{Attribute, AttributeKind, ContentType, ContentTypes, Kind, SchemaError};
 
 /// Everything walcast knows about the app at one moment.
@@ -45,9 +45,10 @@ impl StrapiModel {
     ) -> Result<Arc<Self>, SchemaError> {
         let mut types = ContentTypes::load(client).await?;
         if let Some(dir) = &config.app_dir {
-            types
-                .components
-                .extend(schema::components_from_app_dir(dir)?);
+            for (uid, model) in schema::component_models_from_app_dir(dir)? {
+                types.components.insert(uid.clone(), model.table.clone());
+                types.component_models.insert(uid, model);
+            }
         }
         types.components.extend(
             config

@@ -3,7 +3,8 @@
 //! = [...] } }`).
 //!
 //! The document model asks which attributes are populated (a relation-only change is an
-//! `update` only for those); the payload builder walks the nested settings.
+//! `update` only for those); the populate stage walks the nested settings, `fields`
+//! included.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,25 @@ pub enum Populate {
     /// `localizations`, one level deep.
     All,
     /// Named attributes, each with its nested settings.
-    Attributes(BTreeMap<String, Populate>),
+    Attributes(BTreeMap<String, Nested>),
+}
+
+/// What to show of one populated attribute: Strapi's `{ fields = [...], populate = ... }`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Nested {
+    /// The scalar attributes to keep (`id` and `documentId` are always kept); `None`: all.
+    pub fields: Option<Vec<String>>,
+    /// What to populate inside the related entries, components or media.
+    pub populate: Populate,
+}
+
+impl From<Populate> for Nested {
+    fn from(populate: Populate) -> Self {
+        Nested {
+            fields: None,
+            populate,
+        }
+    }
 }
 
 impl Populate {
@@ -29,14 +48,14 @@ impl Populate {
             Some(V::Boolean(true)) => Populate::All,
             Some(V::String(s)) if s == "*" => Populate::All,
             Some(V::String(s)) if is_attribute_name(s) => {
-                Populate::Attributes(BTreeMap::from([(s.clone(), Populate::Nothing)]))
+                Populate::Attributes(BTreeMap::from([(s.clone(), Nested::default())]))
             }
             Some(V::Array(items)) => {
                 let mut map = BTreeMap::new();
                 for item in items {
                     match item {
                         V::String(s) if is_attribute_name(s) => {
-                            map.insert(s.clone(), Populate::Nothing);
+                            map.insert(s.clone(), Nested::default());
                         }
                         other => return Err(format!("{other} is not an attribute name")),
                     }
@@ -50,7 +69,7 @@ impl Populate {
                         return Err(format!("{name:?} is not an attribute name"));
                     }
                     let inner = match nested {
-                        V::Boolean(true) => Populate::Nothing,
+                        V::Boolean(true) => Nested::default(),
                         V::Table(t) => {
                             for key in t.keys() {
                                 if !matches!(key.as_str(), "fields" | "populate") {
@@ -59,7 +78,10 @@ impl Populate {
                                     ));
                                 }
                             }
-                            Populate::parse(t.get("populate"))?
+                            Nested {
+                                fields: parse_fields(name, t.get("fields"))?,
+                                populate: Populate::parse(t.get("populate"))?,
+                            }
                         }
                         other => {
                             return Err(format!(
@@ -86,6 +108,48 @@ impl Populate {
             Populate::All => true,
             Populate::Attributes(map) => map.contains_key(name),
         }
+    }
+
+    /// The settings of populated attribute `name` (`'*'` populates each attribute one level
+    /// deep, with all its fields); `None` when it is not populated.
+    pub fn nested(&self, name: &str) -> Option<Nested> {
+        match self {
+            Populate::Nothing => None,
+            Populate::All => Some(Nested::default()),
+            Populate::Attributes(map) => map.get(name).cloned(),
+        }
+    }
+}
+
+/// `fields = ['title', 'slug']` (or one name).
+fn parse_fields(
+    attribute: &str,
+    value: Option<&toml::Value>,
+) -> Result<Option<Vec<String>>, String> {
+    use toml::Value as V;
+    let names = match value {
+        None => return Ok(None),
+        Some(V::String(s)) => vec![s.clone()],
+        Some(V::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                V::String(s) => Ok(s.clone()),
+                other => Err(format!(
+                    "{attribute}.fields: {other} is not an attribute name"
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(format!(
+                "{attribute}.fields = {other}: expected a list of attribute names"
+            ));
+        }
+    };
+    match names.iter().find(|n| !is_attribute_name(n)) {
+        Some(bad) => Err(format!(
+            "{attribute}.fields: {bad:?} is not an attribute name"
+        )),
+        None => Ok(Some(names)),
     }
 }
 
@@ -119,7 +183,20 @@ mod tests {
         let Populate::Attributes(map) = object else {
             panic!()
         };
-        assert_eq!(map["blocks"], Populate::All);
+        assert_eq!(map["blocks"].populate, Populate::All);
+        assert_eq!(
+            map["author"].fields.as_deref(),
+            Some(&["username".to_owned()][..])
+        );
+        assert_eq!(map["author"].populate, Populate::Nothing);
+        assert_eq!(
+            object_nested(&parse("populate = '*'").unwrap()),
+            Some(Nested::default())
+        );
+    }
+
+    fn object_nested(p: &Populate) -> Option<Nested> {
+        p.nested("anything")
     }
 
     #[test]
@@ -131,5 +208,7 @@ mod tests {
                 .unwrap_err()
                 .contains("fields")
         );
+        assert!(parse("populate = { author = { fields = [1] } }").is_err());
+        assert!(parse("populate = { author = { fields = 'a b' } }").is_err());
     }
 }

@@ -128,15 +128,6 @@ impl ContentType {
                 }
             }
         }
-        let mut column_to_attribute = HashMap::new();
-        for attribute in &attributes {
-            if let AttributeKind::Scalar { column, password } = &attribute.kind
-                && !attribute.private
-                && !*password
-            {
-                column_to_attribute.insert(column.clone(), attribute.name.clone());
-            }
-        }
         Ok(ContentType {
             uid: uid.to_owned(),
             singular_name,
@@ -144,10 +135,64 @@ impl ContentType {
             kind,
             draft_and_publish,
             localized,
+            column_to_attribute: public_columns(&attributes),
             attributes,
-            column_to_attribute,
         })
     }
+
+    /// A component (`shared.seo`) as a model: its table and attributes. Its singular name is
+    /// the file basename (`seo`), which is what its link tables name their columns after.
+    pub fn component(uid: &str, table: String, attributes: Vec<Attribute>) -> Self {
+        ContentType {
+            uid: uid.to_owned(),
+            singular_name: uid.split_once('.').map_or(uid, |(_, name)| name).to_owned(),
+            table,
+            kind: Kind::Collection,
+            draft_and_publish: false,
+            localized: false,
+            column_to_attribute: public_columns(&attributes),
+            attributes,
+        }
+    }
+
+    /// A component from its schema file (`src/components/<category>/<name>.json`).
+    pub fn component_from_json(uid: &str, json: &Value) -> Option<Self> {
+        let collection = json.get("collectionName").and_then(Value::as_str)?;
+        let attributes = json
+            .get("attributes")
+            .and_then(Value::as_object)
+            .map(|map| {
+                map.iter()
+                    .filter_map(|(name, attr)| parse_attribute(name, attr))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Self::component(
+            uid,
+            naming::table_name(collection),
+            attributes,
+        ))
+    }
+}
+
+impl Attribute {
+    /// Whether the attribute may appear in a payload at all: neither `private` nor a
+    /// `password` (Strapi's `defaultSanitizeOutput`).
+    pub fn is_exposed(&self) -> bool {
+        !self.private && !matches!(self.kind, AttributeKind::Scalar { password: true, .. })
+    }
+}
+
+/// Column name → attribute name of the scalar attributes that may reach a payload.
+fn public_columns(attributes: &[Attribute]) -> HashMap<String, String> {
+    attributes
+        .iter()
+        .filter(|attribute| attribute.is_exposed())
+        .filter_map(|attribute| match &attribute.kind {
+            AttributeKind::Scalar { column, .. } => Some((column.clone(), attribute.name.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn parse_attribute(name: &str, attr: &Value) -> Option<Attribute> {
@@ -232,6 +277,14 @@ pub struct ContentTypes {
     pub singular_names: BTreeMap<String, String>,
     /// Component UID → table (`shared.seo` → `components_shared_seos`).
     pub components: BTreeMap<String, String>,
+    /// Every model of the schema by UID, plugin and admin types included: the targets of
+    /// populated relations and media (`plugin::users-permissions.user`, `plugin::upload.file`).
+    pub models: BTreeMap<String, Arc<ContentType>>,
+    /// Component UID → the component as a model (its attributes), for populating components.
+    /// From the project's component files when `strapi.app_dir` is set; otherwise from the
+    /// content manager's configuration and the table's columns, which name only the scalar
+    /// attributes (relations, media and components nested in components need `app_dir`).
+    pub component_models: BTreeMap<String, Arc<ContentType>>,
 }
 
 impl ContentTypes {
@@ -241,22 +294,30 @@ impl ContentTypes {
         let json: Value = serde_json::from_str(value).map_err(SchemaError::NotJson)?;
         let mut by_uid = BTreeMap::new();
         let mut singular_names = BTreeMap::new();
+        let mut models = BTreeMap::new();
         if let Some(map) = json.as_object() {
             for (uid, entry) in map {
                 if let Some(name) = entry.pointer("/info/singularName").and_then(Value::as_str) {
                     singular_names.insert(uid.clone(), name.to_owned());
                 }
                 if !uid.starts_with("api::") {
+                    // Only a populate target: one that does not parse is simply not populated.
+                    if let Ok(model) = ContentType::from_schema_json(uid, entry) {
+                        models.insert(uid.clone(), Arc::new(model));
+                    }
                     continue;
                 }
-                let ct = ContentType::from_schema_json(uid, entry)?;
-                by_uid.insert(uid.clone(), Arc::new(ct));
+                let ct = Arc::new(ContentType::from_schema_json(uid, entry)?);
+                models.insert(uid.clone(), Arc::clone(&ct));
+                by_uid.insert(uid.clone(), ct);
             }
         }
         Ok(ContentTypes {
             by_uid,
             singular_names,
             components: BTreeMap::new(),
+            models,
+            component_models: BTreeMap::new(),
         })
     }
 
@@ -272,7 +333,9 @@ impl ContentTypes {
             .ok_or(SchemaError::Missing)?;
         let value: String = row.get(0);
         let mut types = Self::from_core_store(&value)?;
-        types.components = load_components(client).await?;
+        let (components, component_models) = load_components(client).await?;
+        types.components = components;
+        types.component_models = component_models;
         Ok(types)
     }
 }
@@ -280,20 +343,24 @@ impl ContentTypes {
 /// Component UIDs from the content manager's configuration rows, mapped to their tables
 /// through `strapi_database_schema` (Strapi names a component's table
 /// `components_<category>_<pluralized name>`; the database schema says which table exists).
+///
+/// Their scalar attributes come from the same rows (`metadatas` names every attribute) kept
+/// where the table has the attribute's column.
 async fn load_components(
     client: &tokio_postgres::Client,
-) -> Result<BTreeMap<String, String>, SchemaError> {
+) -> Result<(BTreeMap<String, String>, BTreeMap<String, Arc<ContentType>>), SchemaError> {
     const PREFIX: &str = "plugin_content_manager_configuration_components::";
-    let uids: Vec<String> = client
+    let configurations: Vec<(String, String)> = client
         .query(
-            "SELECT substr(key, length($1) + 1) FROM strapi_core_store_settings WHERE key LIKE $1 || '%'",
+            "SELECT substr(key, length($1) + 1), value FROM strapi_core_store_settings WHERE key LIKE $1 || '%'",
             &[&PREFIX],
         )
         .await
         .map_err(SchemaError::Query)?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default()))
         .collect();
+    let uids: Vec<&String> = configurations.iter().map(|(uid, _)| uid).collect();
     // The database schema row; fall back to the catalog when Strapi did not write one.
     let tables: Vec<String> = match client
         .query_opt("SELECT schema::text FROM strapi_database_schema ORDER BY id DESC LIMIT 1", &[])
@@ -320,16 +387,69 @@ async fn load_components(
             .map(|r| r.get(0))
             .collect(),
     };
-    Ok(uids
+    let tables: BTreeMap<String, String> = uids
         .iter()
-        .filter_map(|uid| component_table(uid, &tables).map(|t| (uid.clone(), t)))
-        .collect())
+        .filter_map(|uid| component_table(uid, &tables).map(|t| ((*uid).clone(), t)))
+        .collect();
+    let table_names: Vec<&str> = tables.values().map(String::as_str).collect();
+    let mut columns: HashMap<String, Vec<String>> = HashMap::new();
+    for row in client
+        .query(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns
+              WHERE table_schema = current_schema() AND table_name = ANY($1)",
+            &[&table_names],
+        )
+        .await
+        .map_err(SchemaError::Query)?
+    {
+        columns.entry(row.get(0)).or_default().push(row.get(1));
+    }
+    let models = configurations
+        .iter()
+        .filter_map(|(uid, configuration)| {
+            let table = tables.get(uid)?;
+            let json: Value = serde_json::from_str(configuration).ok()?;
+            let present = columns.get(table)?;
+            let attributes = json
+                .get("metadatas")
+                .and_then(Value::as_object)?
+                .keys()
+                .filter(|name| !matches!(name.as_str(), "id" | "documentId"))
+                .filter_map(|name| {
+                    let column = naming::column_name(name);
+                    present.contains(&column).then(|| Attribute {
+                        name: name.clone(),
+                        kind: AttributeKind::Scalar {
+                            column,
+                            password: false,
+                        },
+                        private: false,
+                    })
+                })
+                .collect();
+            Some((
+                uid.clone(),
+                Arc::new(ContentType::component(uid, table.clone(), attributes)),
+            ))
+        })
+        .collect();
+    Ok((tables, models))
 }
 
 /// Component UID → table from a Strapi project's `src/components/<category>/<name>.json`.
 pub fn components_from_app_dir(
     app_dir: &std::path::Path,
 ) -> Result<BTreeMap<String, String>, SchemaError> {
+    Ok(component_models_from_app_dir(app_dir)?
+        .into_iter()
+        .map(|(uid, model)| (uid, model.table.clone()))
+        .collect())
+}
+
+/// Every component of a Strapi project (`src/components/<category>/<name>.json`) as a model.
+pub fn component_models_from_app_dir(
+    app_dir: &std::path::Path,
+) -> Result<BTreeMap<String, Arc<ContentType>>, SchemaError> {
     let root = app_dir.join("src/components");
     let unreadable = |e: std::io::Error| SchemaError::AppDir {
         path: root.display().to_string(),
@@ -351,14 +471,16 @@ pub fn components_from_app_dir(
                 path: path.display().to_string(),
                 error: e.to_string(),
             })?;
-            let (Some(cat), Some(name), Some(collection)) = (
+            let (Some(cat), Some(name)) = (
                 category.file_name().to_str().map(str::to_owned),
                 path.file_stem().and_then(|s| s.to_str()).map(str::to_owned),
-                json.get("collectionName").and_then(Value::as_str),
             ) else {
                 continue;
             };
-            out.insert(format!("{cat}.{name}"), naming::table_name(collection));
+            let uid = format!("{cat}.{name}");
+            if let Some(model) = ContentType::component_from_json(&uid, &json) {
+                out.insert(uid, Arc::new(model));
+            }
         }
     }
     Ok(out)
@@ -387,10 +509,11 @@ pub fn component_table(uid: &str, tables: &[String]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn fixture_schema() -> ContentTypes {
+    /// The fixture app's schema, from the core-store row of `00-boot.sql`.
+    pub(crate) fn fixture_schema() -> ContentTypes {
         let boot = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/fixtures/strapi-5.54/replay/00-boot.sql"

@@ -82,7 +82,7 @@ fn actual_set(tx: &TransactionEvents) -> BTreeSet<EventKey> {
         .collect()
 }
 
-fn golden_config(db: &TestDatabase, full_identity: bool) -> walcast::config::Config {
+pub(crate) fn golden_config(db: &TestDatabase, full_identity: bool) -> walcast::config::Config {
     let mut config = db.config();
     config.replication.replica_identity_full = full_identity;
     config.content_types = [

@@ -388,15 +388,24 @@ impl Walcast {
         config: Config,
         tap: Option<walcast::service::TransactionTap>,
     ) -> Self {
+        let taps = walcast::service::Taps {
+            transactions: tap,
+            payloads: None,
+        };
+        Self::start_with_taps(config, taps).await
+    }
+
+    /// [`Walcast::start`], with copies of the pipeline's work sent to `taps`.
+    pub async fn start_with_taps(config: Config, taps: walcast::service::Taps) -> Self {
         config.validate().expect("test config validates");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(walcast::service::run_with_tap(
+        let task = tokio::spawn(walcast::service::run_with_taps(
             config,
             listener,
             shutdown.clone(),
-            tap,
+            taps,
         ));
         let walcast = Walcast {
             addr,
