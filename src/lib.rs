@@ -1,13 +1,15 @@
 //! walcast: real-time Socket.IO events for Strapi v5, straight from Postgres's WAL.
 //!
 //! ```text
-//! Postgres WAL ──► replication ──► assemble ──► route ──► deliver ──► gateway ──► socket.io clients
-//!  (pgoutput)      (LSN, feedback,  (rows of one  (rooms,     (replay log:  (Socket.IO + HTTP)
-//!                   resume)          commit →      permissions, durable,
-//!                                    documents)    payloads)    bounded)
-//!                         strapi: read-only model of the app, consulted by every stage
+//! Postgres WAL ──► replication ──► assemble ──► populate ──► route ──► deliver ──► gateway ──► clients
+//!  (pgoutput)      (LSN, feedback,  (rows of one  (relations,   (rooms,     (replay log:  (Socket.IO
+//!                   resume)          commit →      media, comp-  permissions, durable,      + HTTP)
+//!                                    documents)    onents; SQL)  payloads)    bounded)
+//!                 strapi: read-only model of the app, consulted by every stage
+//!                 leader: only one node consumes the slot
 //! ```
 //!
+//! - [`leader`]: leader election — one node consumes the slot, the others wait and take over.
 //! - [`replication`]: walsender bytes → ordered replication events; owns the slot position.
 //! - [`strapi`]: content types, table roles and naming rules, discovered from the database.
 //! - [`assemble`]: committed transactions → document events (spec §3).
@@ -26,6 +28,7 @@ pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod gateway;
+pub mod leader;
 pub mod metrics;
 pub mod populate;
 pub mod preflight;

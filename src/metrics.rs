@@ -283,6 +283,25 @@ pub fn seconds_since_last_handoff() -> f64 {
         .unwrap_or(0.0)
 }
 
+pub static LEADER: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "walcast_leader",
+        "1 while this node holds the slot's leader lock and consumes it, 0 while following",
+    )
+});
+pub static LEADER_SINCE: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "walcast_leader_since_timestamp_seconds",
+        "when this node became leader (Unix time)",
+    )
+});
+pub static LEADER_TAKEOVERS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_leader_takeovers_total",
+        "times this node became leader after following another",
+    )
+});
+
 /// Renders every metric in the Prometheus text format.
 pub fn render() -> String {
     // Touch the lazies so that every metric appears even before its first use.
@@ -324,6 +343,11 @@ pub fn render() -> String {
         &*SPILLED_BYTES,
         &*STREAMED_TRANSACTIONS,
         &*ABORTED_STREAMS,
+        &*UNATTRIBUTED_ROWS,
+        &*POPULATE_QUERIES,
+        &*LEADER,
+        &*LEADER_SINCE,
+        &*LEADER_TAKEOVERS,
     );
     let encoder = prometheus::TextEncoder::new();
     encoder

@@ -21,6 +21,7 @@ use crate::auth;
 use crate::config::Config;
 use crate::deliver::{Handoff, ReplayLimits, ReplayLog};
 use crate::gateway::{self, Health, Resume};
+use crate::leader::Leadership;
 use crate::populate::plan::PayloadPlans;
 use crate::populate::{PopulateStats, Populator};
 use crate::replication::{ConnectParams, Lsn, ReplicationEvent, ReplicationStream, slot};
@@ -188,9 +189,6 @@ pub async fn run_with_taps(
     taps: Taps,
 ) -> anyhow::Result<()> {
     let client = connect_sql(&config).await?;
-    for change in setup(&config, &client).await? {
-        info!("setup: {change}");
-    }
     let model = StrapiModel::load_for(&client, &config.strapi)
         .await
         .context("reading the Strapi schema")?;
@@ -198,9 +196,6 @@ pub async fn run_with_taps(
         content_types = model.content_types.by_uid.len(),
         "strapi schema loaded"
     );
-    let index = snapshot::load(&client, &model.catalog)
-        .await
-        .context("reading the document index snapshot")?;
     let permissions = PermissionModel::load(&client, &config.events.draft_roles)
         .await
         .context("reading permissions")?;
@@ -237,45 +232,20 @@ pub async fn run_with_taps(
     let addr = listener.local_addr()?;
     info!(%addr, path = %config.server.path, "walcast listening");
 
-    let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
-    let (handed_off_tx, handed_off_rx) = watch::channel(Lsn(0));
-    // The slot's flush LSN advances only once the replay log is fsynced up to there.
-    let (handoff, syncer) = replay.handoff(handed_off_tx);
-    let mut params = ConnectParams::from_config(&config.postgres()).with_tls(config.tls());
-    params.application_name = format!("walcast {}", config.replication.slot);
-    let stream = ReplicationStream {
-        params,
-        slot: config.replication.slot.clone(),
-        publication: config.replication.publication.clone(),
-        status_interval: std::time::Duration::from_millis(config.replication.status_interval_ms),
-    };
-
+    // What every node runs: the listener, the permission reloader, the lag probe.
     let mut tasks = tokio::task::JoinSet::new();
     {
-        let config = config.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = probe_slot_lag(config) => {}
-            }
-            Ok(())
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .context("http server")
         });
     }
-    {
-        let shutdown = shutdown.clone();
-        let health = Arc::clone(&health);
-        tasks.spawn(async move {
-            let result = stream.run(events_tx, handed_off_rx, shutdown.clone()).await;
-            health.replicating.store(false, Ordering::Relaxed);
-            if let Err(e) = &result {
-                warn!(error = %e, "replication stopped");
-            }
-            shutdown.cancel();
-            result.map_err(anyhow::Error::from).context("replication")
-        });
-    }
-    tasks.spawn(async move { syncer.run().await.context("replay log") });
     {
         let reloader = auth::live::Reloader {
             config: config.clone(),
@@ -291,48 +261,113 @@ pub async fn run_with_taps(
         });
     }
     {
-        let io = io.clone();
-        let health = Arc::clone(&health);
-        let config_for_pipeline = config.clone();
-        let router_tx_for_pipeline = router_tx.clone();
-        let buffer = TransactionBuffer::new(
-            config.replication.max_buffered_changes,
-            config.replication.spill_dir.clone(),
-        );
-        tasks.spawn(async move {
-            let pipeline = Pipeline {
-                populate,
-                plans,
-                config: config_for_pipeline,
-                client,
-                model,
-                index,
-                populator: Populator::default(),
-                router: router_rx,
-                router_tx: router_tx_for_pipeline,
-                auth_changed,
-                auth_reload_pending: false,
-                model_view: model_tx,
-                replay,
-                handoff,
-                io,
-                health,
-                taps,
-            };
-            pipeline.run(events_rx, buffer).await.context("pipeline")
-        });
-    }
-    {
+        let config = config.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-            .context("http server")
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = probe_slot_lag(config) => {}
+            }
+            Ok(())
         });
+    }
+
+    // Only the leader consumes the slot. A follower serves its sockets and, seeing no WAL,
+    // re-reads the permission model every second so revocations still reach them.
+    let leadership = tokio::select! {
+        leadership = Leadership::acquire(&config, &shutdown, &health.following) => leadership,
+        never = follow_permissions(&auth_changed) => match never {},
+    };
+    if let Some(leadership) = leadership {
+        for change in setup(&config, &client).await? {
+            info!("setup: {change}");
+        }
+        // The schema may have changed while following.
+        let model = StrapiModel::load_for(&client, &config.strapi)
+            .await
+            .context("reading the Strapi schema")?;
+        let plans = Arc::new(PayloadPlans::build(&model, &populate));
+        {
+            let plans = Arc::clone(&plans);
+            router_tx.send_modify(|router| router.set_plans(plans));
+        }
+        model_tx.send_replace(Arc::clone(&model));
+        let index = snapshot::load(&client, &model.catalog)
+            .await
+            .context("reading the document index snapshot")?;
+
+        let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let (handed_off_tx, handed_off_rx) = watch::channel(Lsn(0));
+        // The slot's flush LSN advances only once the replay log is fsynced up to there.
+        let (handoff, syncer) = replay.handoff(handed_off_tx);
+        let mut params = ConnectParams::from_config(&config.postgres()).with_tls(config.tls());
+        params.application_name = format!("walcast {}", config.replication.slot);
+        let stream = ReplicationStream {
+            params,
+            slot: config.replication.slot.clone(),
+            publication: config.replication.publication.clone(),
+            status_interval: std::time::Duration::from_millis(
+                config.replication.status_interval_ms,
+            ),
+        };
+        {
+            let shutdown = shutdown.clone();
+            let health = Arc::clone(&health);
+            tasks.spawn(async move {
+                let result = stream.run(events_tx, handed_off_rx, shutdown.clone()).await;
+                health.replicating.store(false, Ordering::Relaxed);
+                if let Err(e) = &result {
+                    warn!(error = %e, "replication stopped");
+                }
+                shutdown.cancel();
+                result.map_err(anyhow::Error::from).context("replication")
+            });
+        }
+        tasks.spawn(async move { syncer.run().await.context("replay log") });
+        {
+            let shutdown = shutdown.clone();
+            let config = config.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => Ok(()),
+                    _ = leadership.lost(&config) => Err(anyhow::anyhow!(
+                        "lost the leader lock (another node leads, or Postgres stayed unreachable); stopping so that one node consumes the slot"
+                    )),
+                }
+            });
+        }
+        {
+            let io = io.clone();
+            let health = Arc::clone(&health);
+            let config_for_pipeline = config.clone();
+            let router_tx_for_pipeline = router_tx.clone();
+            let buffer = TransactionBuffer::new(
+                config.replication.max_buffered_changes,
+                config.replication.spill_dir.clone(),
+            );
+            tasks.spawn(async move {
+                let pipeline = Pipeline {
+                    populate,
+                    plans,
+                    config: config_for_pipeline,
+                    client,
+                    model,
+                    index,
+                    populator: Populator::default(),
+                    router: router_rx,
+                    router_tx: router_tx_for_pipeline,
+                    auth_changed,
+                    auth_reload_pending: false,
+                    model_view: model_tx,
+                    replay,
+                    handoff,
+                    io,
+                    health,
+                    taps,
+                };
+                pipeline.run(events_rx, buffer).await.context("pipeline")
+            });
+        }
     }
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
@@ -354,6 +389,15 @@ pub async fn run_with_taps(
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// While following: no WAL reaches this node, so the permission model is re-read every
+/// [`crate::leader::RETRY`] (a few queries; the reloader applies it to live sockets).
+async fn follow_permissions(changed: &Notify) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(crate::leader::RETRY).await;
+        changed.notify_one();
     }
 }
 

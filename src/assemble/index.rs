@@ -79,11 +79,14 @@ pub struct MainRows {
     pub by_document: HashMap<Arc<str>, Vec<i64>>,
 }
 
+/// Link rows by id, and their ids by owner and by target row. Sets, not lists: one target
+/// (a category) can have hundreds of thousands of links, and each insert or delete must stay
+/// O(1).
 #[derive(Debug, Default)]
 pub struct LinkRows {
     pub rows: HashMap<i64, Link>,
-    pub by_owner: HashMap<i64, Vec<i64>>,
-    pub by_target: HashMap<i64, Vec<i64>>,
+    pub by_owner: HashMap<i64, HashSet<i64>>,
+    pub by_target: HashMap<i64, HashSet<i64>>,
 }
 
 #[derive(Debug, Default)]
@@ -201,6 +204,15 @@ fn float(row: &dyn RowSource, column: &str) -> f64 {
 fn push_unique(list: &mut Vec<i64>, id: i64) {
     if !list.contains(&id) {
         list.push(id);
+    }
+}
+
+fn remove_from_set(map: &mut HashMap<i64, HashSet<i64>>, key: i64, id: i64) {
+    if let Some(set) = map.get_mut(&key) {
+        set.remove(&id);
+        if set.is_empty() {
+            map.remove(&key);
+        }
     }
 }
 
@@ -438,8 +450,8 @@ impl DocumentIndex {
                 inverse_order: float(row, &link.inverse_order_column),
             },
         );
-        push_unique(links.by_owner.entry(owner).or_default(), id);
-        push_unique(links.by_target.entry(target).or_default(), id);
+        links.by_owner.entry(owner).or_default().insert(id);
+        links.by_target.entry(target).or_default().insert(id);
     }
 
     /// Forgets one row.
@@ -458,8 +470,8 @@ impl DocumentIndex {
             }
             Some(TableRows::Links(links)) => {
                 if let Some(old) = links.rows.remove(&id) {
-                    remove_from(&mut links.by_owner, old.owner, id);
-                    remove_from(&mut links.by_target, old.target, id);
+                    remove_from_set(&mut links.by_owner, old.owner, id);
+                    remove_from_set(&mut links.by_target, old.target, id);
                 }
             }
             Some(TableRows::ComponentLinks(links)) => {

@@ -45,9 +45,13 @@ pub fn deliver(io: &SocketIo, delivery: &Delivery, args: &impl Serialize) -> Fan
         // Nobody may read it; and `to([])` would mean every socket.
         return fan;
     }
+    // `io.to` panics once the server closed its namespace (shutdown): ask for it instead.
+    let Some(ns) = io.of("/") else {
+        return fan;
+    };
     let mut rooms = delivery.rooms.clone();
     rooms.extend(delivery.entity_rooms.iter().cloned());
-    for socket in io.to(rooms).sockets() {
+    for socket in ns.to(rooms).sockets() {
         let Some(state) = SocketState::of(&socket) else {
             continue;
         };
@@ -62,10 +66,13 @@ pub fn deliver(io: &SocketIo, delivery: &Delivery, args: &impl Serialize) -> Fan
 /// Emits a custom event to the members of `rooms` (every socket when empty), each once.
 pub fn deliver_raw(io: &SocketIo, rooms: &[String], event: &str, args: &impl Serialize) -> FanOut {
     let mut fan = FanOut::default();
+    let Some(ns) = io.of("/") else {
+        return fan; // shutting down
+    };
     let sockets = if rooms.is_empty() {
-        io.sockets()
+        ns.sockets()
     } else {
-        io.to(rooms.to_vec()).sockets()
+        ns.to(rooms.to_vec()).sockets()
     };
     for socket in sockets {
         if SocketState::of(&socket).is_some_and(|s| s.is_live()) {

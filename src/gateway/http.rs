@@ -14,6 +14,8 @@ use axum::routing::get;
 pub struct Health {
     /// Set while the replication stream is connected.
     pub replicating: AtomicBool,
+    /// Set while another node leads (consumes the slot) and this one serves its sockets.
+    pub following: AtomicBool,
 }
 
 /// `/healthz`, `/readyz`, `/metrics`.
@@ -28,6 +30,8 @@ pub fn routes(health: Arc<Health>) -> Router {
 async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
     if health.replicating.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready")
+    } else if health.following.load(Ordering::Relaxed) {
+        (StatusCode::OK, "following")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "replication not streaming")
     }
