@@ -19,6 +19,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = int(os.environ.get("WALCAST_BENCH_RUNS", "5"))
 TXNS = int(os.environ.get("WALCAST_BENCH_TXNS", "200"))
 ROWS_PER_TXN = 1000
+BIG_ROWS = int(os.environ.get("WALCAST_BENCH_BIG_ROWS", "1000000"))
+BIG_RUNS = int(os.environ.get("WALCAST_BENCH_BIG_RUNS", "3"))
 DB = "walcast_bench"
 TEMPLATE = "walcast_bench_template_06"
 # Schema, first boot, admin, full-access API token, fr locale, a user, Authenticated may read articles.
@@ -74,6 +76,72 @@ def fresh_database(base):
              (2, 'benchcategory000000000001', 'One', now(), now(), now(), NULL)""")
     sh(os.path.join(RELEASE, "examples/drain"), "prepare", url, PUB)
     return url
+
+
+def big_transaction(url, rows, first_id):
+    """One transaction of `rows` articles rows; returns an LSN taken inside it, before its commit."""
+    out = psql(url, f"""BEGIN;
+      INSERT INTO articles (id, document_id, title, slug, body, views, secret_note, created_at, updated_at, published_at, locale)
+      SELECT i, substr(md5(i::text), 1, 24), 'Article ' || i, 'article-' || i,
+             repeat('Lorem ipsum dolor sit amet. ', 8), i % 1000, 'secret ' || i, now(), now(), now(), 'en'
+      FROM generate_series({first_id}, {first_id + rows - 1}) i;
+      SELECT pg_current_wal_insert_lsn();
+      COMMIT;""")
+    return out.splitlines()[-1].strip()
+
+
+def wait_rss_mb(p):
+    """Reaps p; its peak resident set (ru_maxrss) in MB."""
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise SystemExit(f"{p.args[0]} exited with {p.returncode}")
+    return usage.ru_maxrss / 1024
+
+
+def big_transaction_rss(url):
+    rows = BIG_ROWS
+    runs = BIG_RUNS
+    progress(f"big transaction: creating {2 * runs} slots, starting {runs} walcast drains")
+    slots = {c: [f"bench_big{c}_{i}" for i in range(runs)] for c in ("recv", "walcast")}
+    for names in slots.values():
+        for s in names:
+            psql(url, f"SELECT pg_create_logical_replication_slot('{s}', 'pgoutput')")
+    drains = []
+    for s in slots["walcast"]:
+        p = subprocess.Popen([os.path.join(RELEASE, "examples/drain"), "run", url, s, PUB],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if p.stdout.readline().strip() != "ready":
+            raise SystemExit("drain did not start")
+        drains.append(p)
+    progress(f"big transaction: writing one transaction of {rows:,} articles rows")
+    t0 = time.monotonic()
+    end = big_transaction(url, rows, 10_000_001)
+    progress(f"big transaction: written in {time.monotonic() - t0:.1f}s, end LSN {end}")
+    host, port = url.split("@", 1)[1].split("/", 1)[0].split(":")
+    rss = {"pg_recvlogical": [], "walcast": []}
+    seconds = {"pg_recvlogical": [], "walcast": []}
+    note = ""
+    for i in range(runs):
+        t = time.monotonic()
+        p = subprocess.Popen([os.path.join(PGBIN, "pg_recvlogical"), "-h", host, "-p", port, "-U", "postgres",
+                              "-d", DB, "--slot", slots["recv"][i], "--start", "--endpos", end,
+                              "-o", "proto_version=1", "-o", f"publication_names={PUB}", "-f", "/dev/null"])
+        rss["pg_recvlogical"].append(wait_rss_mb(p))
+        seconds["pg_recvlogical"].append(time.monotonic() - t)
+        progress(f"big transaction run {i + 1}/{runs}: pg_recvlogical peak RSS {rss['pg_recvlogical'][-1]:.0f} MB, {seconds['pg_recvlogical'][-1]:.1f}s")
+        p = drains[i]
+        t = time.monotonic()
+        p.stdin.write(f"go {end}\n")
+        p.stdin.flush()
+        note = p.stdout.readline().strip()
+        seconds["walcast"].append(time.monotonic() - t)
+        rss["walcast"].append(wait_rss_mb(p))
+        progress(f"big transaction run {i + 1}/{runs}: walcast peak RSS {rss['walcast'][-1]:.0f} MB, {seconds['walcast'][-1]:.1f}s  {note}")
+    for names in slots.values():
+        for s in names:
+            psql(url, f"SELECT pg_drop_replication_slot('{s}')")
+    return rss, seconds, note
 
 
 def generate_wal(url, txns, first_id=1):
@@ -197,6 +265,7 @@ def main():
     base = cluster()
     url = fresh_database(base)
     rows, end, tp, notes = throughput(url)
+    rss, big_seconds, big_note = big_transaction_rss(url)
     m["load_after"] = " ".join(open("/proc/loadavg").read().split()[:3])
     rec, dec, wal = tp["pg_recvlogical"], tp["decode-only"], tp["walcast"]
     vs_rec = [w / r for w, r in zip(wal, rec)]
@@ -217,6 +286,12 @@ def main():
         ratio("walcast ÷ pg_recvlogical (paired per round)", vs_rec, "≥ 1.0×"),
         ratio("walcast ÷ decode-only (paired per round)", vs_dec, "≥ 0.8×"),
     ])
+    big_table = "\n".join([
+        f"| One {BIG_ROWS:,}-row transaction (median of {BIG_RUNS} runs) | Peak RSS | Min – max | Drain time | Target |",
+        "|---|---|---|---|---|",
+        f"| pg_recvlogical → /dev/null | {median(rss['pg_recvlogical']):.0f} MB | {min(rss['pg_recvlogical']):.0f} – {max(rss['pg_recvlogical']):.0f} MB | {median(big_seconds['pg_recvlogical']):.1f} s | baseline |",
+        f"| walcast drain (buffer spills past 10,000 changes; fold + route per window) | {median(rss['walcast']):.0f} MB | {min(rss['walcast']):.0f} – {max(rss['walcast']):.0f} MB | {median(big_seconds['walcast']):.1f} s | ≤ 256 MB |",
+    ])
     misses = []
     if median(wal) < 100_000:
         misses.append(f"- walcast rows/s: {median(wal):,.0f}, {100 - median(wal) / 1000:.0f}% below the 100,000 target.")
@@ -224,7 +299,9 @@ def main():
         misses.append(f"- walcast ÷ pg_recvlogical: {median(vs_rec):.2f}×, {(1 - median(vs_rec)) * 100:.0f}% short of 1.0×.")
     if median(vs_dec) < 0.8:
         misses.append(f"- walcast ÷ decode-only: {median(vs_dec):.2f}×, short of 0.8×.")
-    print("\n" + table + "\n")
+    if median(rss["walcast"]) > 256:
+        misses.append(f"- {BIG_ROWS:,}-row transaction peak RSS: {median(rss['walcast']):.0f} MB, {median(rss['walcast']) - 256:.0f} MB over 256 MB.")
+    print("\n" + table + "\n\n" + big_table + "\n")
     conditions = f"""## Conditions
 
 - Date: {m['date']}; walcast commit {m['walcast']} (release build, `cargo build --release --examples --bins`).
@@ -245,10 +322,17 @@ def main():
   timed as a whole process. decode-only: walcast's `ReplicationStream` counting changes, whole
   process. walcast: `examples/drain.rs`, snapshot loaded before the WAL exists, timed from `go`
   (connect + START_REPLICATION included) to its result line. All three over TCP on 127.0.0.1.
+- Big transaction: one transaction of {BIG_ROWS:,} `articles` rows (published), one slot per
+  contender and run made before it; peak RSS is the process's ru_maxrss (snapshot included for
+  walcast). Last walcast report: `{big_note}`.
 - Last run's own reports: decode-only `{notes.get('decode-only', '')}`; walcast `{notes.get('walcast', '')}`.
 """
     md = "# walcast benchmark results (`make bench`)\n\n## Decode + map + route throughput (one slot)\n\n" + table + "\n\n"
-    md += ("### Targets missed\n\n" + "\n".join(misses) + "\n\n") if misses else "All throughput targets met.\n\n"
+    md += "## Peak memory of one large transaction\n\n" + big_table + "\n\n"
+    md += ("### Targets missed\n\n" + "\n".join(misses) + "\n\n") if misses else "All targets above met.\n\n"
+    profile = os.path.join(REPO, "bench/profile.md")
+    if misses and os.path.exists(profile):
+        md += open(profile).read() + "\n"
     md += conditions
     out = os.path.join(REPO, "bench/results.md")
     extra = os.path.join(REPO, "bench/results-extra.md")

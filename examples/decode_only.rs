@@ -7,10 +7,10 @@
 use std::time::Instant;
 
 use anyhow::bail;
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
 use walcast::config::{Config, Secret};
-use walcast::replication::{ConnectParams, Lsn, ReplicationEvent, ReplicationStream};
+use walcast::replication::{Lsn, ReplicationEvent};
+
+mod support;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,28 +22,16 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut config = Config::default();
     config.database.url = Secret::new(url.clone());
-    let mut params = ConnectParams::from_config(&config.postgres()).with_tls(config.tls());
-    params.application_name = "walcast bench decode_only".into();
-    let stream = ReplicationStream {
-        params,
-        slot: slot.clone(),
-        publication: publication.clone(),
-        status_interval: std::time::Duration::from_secs(10),
-    };
-    let (events_tx, mut events_rx) = mpsc::channel(4096);
-    let (handed_off_tx, handed_off_rx) = watch::channel(Lsn(0));
-    let shutdown = CancellationToken::new();
-    let replication = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { stream.run(events_tx, handed_off_rx, shutdown).await })
-    };
+    config.replication.slot = slot.clone();
+    config.replication.publication = publication.clone();
+    let mut streaming = support::start(&config, "walcast bench decode_only");
     let mut rows = 0u64;
-    while let Some(event) = events_rx.recv().await {
+    while let Some(event) = streaming.events.recv().await {
         match event {
             ReplicationEvent::Change { .. } => rows += 1,
             ReplicationEvent::Commit { end_lsn, .. }
             | ReplicationEvent::StreamCommit { end_lsn, .. } => {
-                handed_off_tx.send_replace(end_lsn);
+                streaming.handed_off.send_replace(end_lsn);
                 if end_lsn > end {
                     break;
                 }
@@ -52,9 +40,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    shutdown.cancel();
-    drop(events_rx);
-    replication.await??;
+    streaming.stop().await?;
     println!(
         "rows {rows} seconds {seconds:.3} rows_per_s {:.0}",
         rows as f64 / seconds

@@ -15,16 +15,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
 use walcast::assemble::{Assembled, TransactionBuffer, fold_transaction, snapshot};
 use walcast::config::{Config, Secret};
 use walcast::populate::Populator;
 use walcast::populate::plan::PayloadPlans;
-use walcast::replication::{ConnectParams, Lsn, ReplicationStream, slot};
+use walcast::replication::{Lsn, slot};
 use walcast::route::{PermissionModel, Router};
 use walcast::service::{connect_sql, populate_settings};
 use walcast::strapi::StrapiModel;
+
+mod support;
 
 fn config(url: &str, slot: &str, publication: &str) -> Config {
     let mut config = Config::default();
@@ -85,21 +85,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .await??;
     let started = Instant::now();
 
-    let mut params = ConnectParams::from_config(&config.postgres()).with_tls(config.tls());
-    params.application_name = "walcast bench drain".into();
-    let stream = ReplicationStream {
-        params,
-        slot: config.replication.slot.clone(),
-        publication: config.replication.publication.clone(),
-        status_interval: std::time::Duration::from_secs(10),
-    };
-    let (events_tx, mut events_rx) = mpsc::channel(4096);
-    let (handed_off_tx, handed_off_rx) = watch::channel(Lsn(0));
-    let shutdown = CancellationToken::new();
-    let replication = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { stream.run(events_tx, handed_off_rx, shutdown).await })
-    };
+    let mut streaming = support::start(&config, "walcast bench drain");
 
     let mut buffer = TransactionBuffer::new(
         config.replication.max_buffered_changes,
@@ -107,7 +93,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let window = buffer.max_in_memory();
     let (mut rows, mut events_out, mut deliveries, mut queries) = (0u64, 0u64, 0u64, 0u64);
-    'events: while let Some(event) = events_rx.recv().await {
+    'events: while let Some(event) = streaming.events.recv().await {
         if let Some(Assembled::Transaction(tx)) = buffer.push(event)? {
             let end_lsn = tx.end_lsn;
             for batch in tx.batches(window) {
@@ -122,16 +108,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 events_out += events.events.len() as u64;
                 deliveries += router.route(&events, &model).len() as u64;
             }
-            handed_off_tx.send_replace(end_lsn);
+            streaming.handed_off.send_replace(end_lsn);
             if end_lsn > end {
                 break 'events;
             }
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    shutdown.cancel();
-    drop(events_rx);
-    replication.await?.context("replication")?;
+    streaming.stop().await.context("replication")?;
     println!(
         "rows {rows} seconds {seconds:.3} rows_per_s {:.0} events {events_out} deliveries {deliveries} populate_queries {queries}",
         rows as f64 / seconds
