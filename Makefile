@@ -12,13 +12,15 @@ JS_DIR := tests/js
 JS_STAMP := $(JS_DIR)/node_modules/.package-lock.json
 say = @printf '\n==> %s\n' $(1)
 
-.PHONY: help test lint demo pg-stop clean-pg js-deps
+.PHONY: help test lint demo pg-stop clean-pg js-deps bench
 
 help:
 	@echo "make test      private Postgres cluster + Node packages, then cargo test --all-targets"
 	@echo "make lint      cargo fmt --check and cargo clippy --all-targets -- -D warnings"
 	@echo "make demo      walcast on a demo cluster loaded with the Strapi 5.54 fixture (scripts/demo.sh;"
 	@echo "              WALCAST_DEMO_FRESH=1 reloads the fixture from scratch)"
+	@echo "make bench     release build, then the benchmarks on a private bench cluster (bench/run.py);"
+	@echo "              prints a table and writes bench/results.md (a few minutes; never part of make test)"
 	@echo "make pg-stop   stop the test, restart and demo clusters"
 	@echo "make clean-pg  stop them and delete their data directories"
 
@@ -72,3 +74,16 @@ clean-pg:
 	scripts/pg-cluster.sh clean test
 	scripts/pg-cluster.sh clean restart
 	scripts/pg-cluster.sh clean demo
+
+# Benchmarks: never part of `make test`. The bench cluster is stopped at the end unless it was
+# already running. WALCAST_BENCH_RUNS (default 5) sets the runs per figure.
+bench:
+	$(call say,"building walcast in release (cargo build --release --examples --bins)")
+	$(CARGO) build --release --examples --bins
+	@if scripts/pg-cluster.sh status bench 2>/dev/null; then \
+	    echo "==> the bench Postgres cluster is already running: it stays up afterwards"; \
+	else \
+	    trap 'printf "\n==> stopping the bench Postgres cluster\n"; scripts/pg-cluster.sh stop bench' EXIT; \
+	fi; \
+	printf '\n==> running the benchmarks (bench/run.py)\n'; \
+	python3 bench/run.py

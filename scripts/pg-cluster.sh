@@ -4,8 +4,9 @@
 #   scripts/pg-cluster.sh start|stop|restart|status|url|install|datadir|clean [NAME]
 #
 # NAME is `test` (port 54329, the default), `demo` (port 54330) or `restart` (port 54331: a private
-# cluster that one test restarts under walcast's feet). WALCAST_PG_PORT overrides the port of test
-# and demo, WALCAST_PG_RESTART_PORT that of restart. The cluster never touches the machine's own
+# cluster that one test restarts under walcast's feet) or `bench` (port 54333: `make bench`).
+# WALCAST_PG_PORT overrides the port of test and demo, WALCAST_PG_RESTART_PORT that of restart,
+# WALCAST_PG_BENCH_PORT that of bench. The cluster never touches the machine's own
 # Postgres on 5432. The test and restart clusters stream every transaction larger than 64 kB
 # (logical_decoding_work_mem), so the tests exercise pgoutput's streaming of large transactions.
 #
@@ -49,7 +50,8 @@ case "$NAME" in
     test) DEFAULT_PORT=54329; PRIMARY="$REPO/target/pg-test"; PORT_VAR=WALCAST_PG_PORT ;;
     demo) DEFAULT_PORT=54330; PRIMARY="$REPO/.walcast/pg-demo"; PORT_VAR=WALCAST_PG_PORT ;;
     restart) DEFAULT_PORT=54331; PRIMARY="$REPO/target/pg-restart"; PORT_VAR=WALCAST_PG_RESTART_PORT ;;
-    *) die "unknown cluster name '$NAME' (expected test, demo or restart)" ;;
+    bench) DEFAULT_PORT=54333; PRIMARY="$REPO/target/pg-bench"; PORT_VAR=WALCAST_PG_BENCH_PORT ;;
+    *) die "unknown cluster name '$NAME' (expected test, demo, restart or bench)" ;;
 esac
 PORT="${!PORT_VAR:-$DEFAULT_PORT}"
 [[ "$PORT" =~ ^[0-9]+$ ]] || die "$PORT_VAR must be a number, got '$PORT'"
@@ -222,7 +224,7 @@ write_conf_block() {
     local conf="$DATADIR/postgresql.conf" tmp decoding_mem=64MB
     tmp="$(mktemp)"
     # The test clusters stream (pgoutput protocol 2) every transaction over 64 kB.
-    [[ "$NAME" == demo ]] || decoding_mem=64kB
+    [[ "$NAME" == demo || "$NAME" == bench ]] || decoding_mem=64kB
     as_pg cat "$conf" | sed '/^# BEGIN walcast$/,/^# END walcast$/d' >"$tmp"
     cat >>"$tmp" <<EOF
 # BEGIN walcast
