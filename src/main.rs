@@ -33,6 +33,9 @@ enum Command {
     Setup,
     /// Pre-flight checks; exit 1 on any blocker.
     Check,
+    /// Remove what setup made: the slot, the publication, REPLICA IDENTITY FULL (idempotent;
+    /// refused while a walcast consumes the slot).
+    Teardown,
     /// Run the service and replay real Strapi editing sessions against its database.
     Demo {
         /// Folder with the Strapi 5.54 fixture replay files.
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run => done(run(config).await),
             Command::Setup => done(setup(&config).await),
+            Command::Teardown => done(teardown(&config).await),
             Command::Check => Ok(walcast::preflight::check(&config).await),
             Command::Demo { fixtures, pace_ms } => done(demo(config, fixtures, pace_ms).await),
         }
@@ -121,6 +125,18 @@ async fn setup(config: &Config) -> anyhow::Result<()> {
     }
     for change in changes {
         println!("walcast setup: {change}");
+    }
+    Ok(())
+}
+
+async fn teardown(config: &Config) -> anyhow::Result<()> {
+    let client = walcast::service::connect_sql(config).await?;
+    let changes = walcast::service::teardown(config, &client).await?;
+    if changes.is_empty() {
+        println!("walcast teardown: nothing to remove");
+    }
+    for change in changes {
+        println!("walcast teardown: {change}");
     }
     Ok(())
 }

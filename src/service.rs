@@ -158,6 +158,26 @@ pub async fn setup(
     Ok(changes)
 }
 
+/// Removes what [`setup`] made (slot, publication, REPLICA IDENTITY FULL); returns what
+/// changed. Refused while a walcast consumes the slot.
+pub async fn teardown(
+    config: &Config,
+    client: &tokio_postgres::Client,
+) -> anyhow::Result<Vec<String>> {
+    let content = match StrapiModel::load_for(client, &config.strapi).await {
+        Ok(model) => slot::existing_tables(client, &model.catalog.content_tables()).await?,
+        // No schema any more (Strapi gone): still drop the slot and the publication.
+        Err(_) => Vec::new(),
+    };
+    Ok(slot::teardown(
+        client,
+        &config.replication.slot,
+        &config.replication.publication,
+        &content,
+    )
+    .await?)
+}
+
 /// Runs the service on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,

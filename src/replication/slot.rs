@@ -12,10 +12,19 @@ pub const SET_PUBLICATION_TABLES: &str =
 pub const CREATE_SLOT: &str = include_str!("../../migrations/0003_create_slot.sql");
 pub const REPLICA_IDENTITY_FULL: &str =
     include_str!("../../migrations/0004_replica_identity_full.sql");
+pub const DROP_SLOT: &str = include_str!("../../migrations/teardown/0001_drop_slot.sql");
+pub const DROP_PUBLICATION: &str =
+    include_str!("../../migrations/teardown/0002_drop_publication.sql");
+pub const REPLICA_IDENTITY_DEFAULT: &str =
+    include_str!("../../migrations/teardown/0003_replica_identity_default.sql");
 
 /// Why setup failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
+    #[error(
+        "the replication slot {slot} is in use: stop every walcast consuming it, then run teardown again"
+    )]
+    SlotActive { slot: String },
     #[error("{step}")]
     Sql {
         step: String,
@@ -166,6 +175,48 @@ pub async fn ensure_replica_identity_full(
         changes.push(format!(
             "set REPLICA IDENTITY FULL on {table} (was {ident})"
         ));
+    }
+    Ok(changes)
+}
+
+/// Removes what setup made: the slot (refused while a walcast consumes it), the publication,
+/// and `REPLICA IDENTITY FULL` on `tables`. Idempotent; returns what it did.
+pub async fn teardown(
+    client: &Client,
+    slot: &str,
+    publication: &str,
+    tables: &[String],
+) -> Result<Vec<String>, SetupError> {
+    let mut changes = Vec::new();
+    if let Some(lag) = slot_lag(client, slot).await? {
+        if lag.active {
+            return Err(SetupError::SlotActive {
+                slot: slot.to_owned(),
+            });
+        }
+        client
+            .batch_execute(&render(DROP_SLOT, "", &[], slot))
+            .await
+            .map_err(sql_error(format!("dropping replication slot {slot}")))?;
+        changes.push(format!("dropped replication slot {slot}"));
+    }
+    if publication_tables(client, publication).await?.is_some() {
+        client
+            .batch_execute(&render(DROP_PUBLICATION, publication, &[], ""))
+            .await
+            .map_err(sql_error(format!("dropping publication {publication}")))?;
+        changes.push(format!("dropped publication {publication}"));
+    }
+    for (table, ident) in replica_identities(client, tables).await? {
+        if ident != 'f' {
+            continue;
+        }
+        let sql =
+            REPLICA_IDENTITY_DEFAULT.replace("{table}", &format!("public.{}", quote_ident(&table)));
+        client.batch_execute(&sql).await.map_err(sql_error(format!(
+            "resetting the replica identity of {table}"
+        )))?;
+        changes.push(format!("set REPLICA IDENTITY DEFAULT on {table} (was f)"));
     }
     Ok(changes)
 }

@@ -167,3 +167,61 @@ async fn check_reports_a_slot_over_its_lag_budget() {
     );
     db.drop_all().await;
 }
+
+/// `walcast teardown` removes what setup made, refuses while walcast consumes the slot, and is
+/// idempotent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_removes_slot_publication_and_full_identity() {
+    let db = TestDatabase::new().await;
+    let run = |args: &[&str]| {
+        walcast()
+            .env("DATABASE_URL", &db.url)
+            .env("WALCAST_SLOT", &db.name)
+            .env("WALCAST_PUBLICATION", &db.name)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["setup"]).status.success());
+
+    // While a walcast consumes the slot, teardown refuses and changes nothing.
+    let walcast = crate::support::Walcast::start(db.config()).await;
+    let busy = run(&["teardown"]);
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert!(!busy.status.success(), "refused while in use");
+    assert!(stderr.contains("is in use"), "{stderr}");
+    walcast.stop().await;
+
+    let done = run(&["teardown"]);
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    for line in [
+        "dropped replication slot",
+        "dropped publication",
+        "set REPLICA IDENTITY DEFAULT on articles",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    let left: (i64, i64, i64) = {
+        let row = db
+            .client
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1),
+                        (SELECT count(*) FROM pg_publication WHERE pubname = $1),
+                        (SELECT count(*) FROM pg_class WHERE relname IN ('articles', 'tags', 'articles_tags_lnk') AND relreplident = 'f')",
+                &[&db.name],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!(left, (0, 0, 0), "slot, publication and FULL identity gone");
+    let again = run(&["teardown"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to remove"));
+    db.drop_all().await;
+}

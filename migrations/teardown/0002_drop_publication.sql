@@ -1,0 +1,2 @@
+-- walcast teardown, step 2: drop the publication {publication}.
+DROP PUBLICATION IF EXISTS {publication};
