@@ -26,6 +26,7 @@ pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod gateway;
+pub mod http;
 pub mod metrics;
 pub mod populate;
 pub mod preflight;

@@ -85,6 +85,23 @@ impl Router {
         }
     }
 
+    /// The same permission snapshot and populate plans under another configuration's
+    /// content types, actions and sensitive fields (runtime settings, `PUT /io/settings`).
+    pub fn with_config(&self, config: &Config) -> Self {
+        Router {
+            permissions: Arc::clone(&self.permissions),
+            config: Arc::new(RouterConfig {
+                permissions: config.events.permissions,
+                content_types: config.content_types.clone(),
+            }),
+            payloads: PayloadRules {
+                format: config.events.payload,
+                sanitizer: sanitize::Sanitizer::new(&config.events.sensitive_fields),
+                plans: Arc::clone(&self.payloads.plans),
+            },
+        }
+    }
+
     /// Which sockets an event of this view goes to, or `None` when the type's `status` does
     /// not emit that view: a type without D&P has one view that every socket hears; a D&P
     /// type's published view goes to published-view sockets, its draft view to draft-view
