@@ -6,7 +6,7 @@
 //! `contentTypes`, `presence`), validated strictly: an unknown key or a wrong type is refused
 //! with 400. Accepted changes are applied at once (sensitive fields and per-type actions
 //! reach the router before the next event) and persisted in walcast's own state folder
-//! (`settings.json` next to the replay log's folder), never in Strapi's tables.
+//! (`settings.json` in `delivery.state_dir`, by default next to the replay log's folder), never in Strapi's tables.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -327,8 +327,12 @@ impl SettingsPatch {
     }
 }
 
-/// Where the settings are kept: `settings.json` in the folder that holds the replay log's.
+/// Where the settings are kept: `settings.json` in `delivery.state_dir`, by default the
+/// folder that holds the replay log's.
 pub fn state_file(config: &Config) -> PathBuf {
+    if let Some(dir) = &config.delivery.state_dir {
+        return dir.join("settings.json");
+    }
     let replay = &config.delivery.replay_dir;
     let dir = replay
         .parent()

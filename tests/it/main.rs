@@ -8,6 +8,7 @@ mod client_events;
 mod connect_errors;
 mod document_model;
 mod golden;
+mod http_api;
 mod payloads;
 mod replication;
 mod resume;
