@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod client_events;
 mod connect_errors;
+mod dashboard;
 mod document_model;
 mod golden;
 mod http_api;
