@@ -47,7 +47,9 @@ struct Inner {
     auth: Authenticator,
     router: watch::Sender<EventRouter>,
     model: watch::Receiver<Arc<StrapiModel>>,
+    /// Serialises `PUT /io/settings`; `published` is what readers see.
     settings: Mutex<settings::Tunable>,
+    published: watch::Sender<settings::Tunable>,
     state_file: std::path::PathBuf,
 }
 
@@ -117,6 +119,7 @@ impl AdminApi {
                 router,
                 model,
                 settings: Mutex::new(tunable.clone()),
+                published: watch::Sender::new(tunable.clone()),
                 state_file,
             }),
         };
@@ -124,9 +127,16 @@ impl AdminApi {
         api
     }
 
+    /// The runtime settings in force, updated by every accepted `PUT /io/settings`: for the
+    /// features that read `security.rateLimiting` and `presence` live.
+    pub fn settings_watch(&self) -> watch::Receiver<settings::Tunable> {
+        self.inner.published.subscribe()
+    }
+
     /// Puts runtime settings in force: the router's types, actions and sensitive fields, the
-    /// monitor's log.
+    /// monitor's log, and [`AdminApi::settings_watch`].
     fn apply(&self, tunable: &settings::Tunable) {
+        self.inner.published.send_replace(tunable.clone());
         let effective = tunable.apply_to(&self.inner.config);
         self.inner
             .router
