@@ -15,8 +15,10 @@ use socketioxide::socket::Sid;
 use super::monitor::MONITOR;
 use super::{AdminApi, ApiError, Body};
 use crate::assemble::Action;
+use crate::config::PayloadFormat;
 use crate::gateway::fanout::deliver_raw;
 use crate::gateway::subscriptions::{SocketState, Subscription};
+use crate::route::payload::plugin_io_entry;
 use crate::route::{Audience, entity::entity_room};
 
 pub(super) fn routes() -> Router<AdminApi> {
@@ -86,8 +88,10 @@ struct EmitBody {
     data: Value,
 }
 
-/// `emit({event, schema, data})`: `<singularName>:<event>` with `{data}` (sensitive fields
-/// removed) to the rooms whose principals may hear that action on that type.
+/// `emit({event, schema, data})`: `<singularName>:<event>` to the rooms whose principals may
+/// hear that action on that type, with `data` (sensitive fields removed) shaped as walcast's
+/// own content events (`events.payload`: the entry itself, or the plugin's
+/// `{data:{id, attributes}, meta}`).
 async fn emit(
     State(api): State<AdminApi>,
     Body(body): Body<EmitBody>,
@@ -103,11 +107,19 @@ async fn emit(
         .rooms_for(&body.schema.uid, action, Audience::Both, mode);
     let settings = api.settings();
     let sanitizer = crate::route::sanitize::Sanitizer::new(&settings.sensitive_fields);
-    let mut payload = body.data;
-    sanitizer.strip(&mut payload);
+    let mut entry = body.data;
+    sanitizer.strip(&mut entry);
+    // The shape of walcast's own content events in the configured payload format.
+    let payload = match (api.inner.config.events.payload, entry) {
+        (PayloadFormat::Strapi, entry) => entry,
+        (PayloadFormat::PluginIo, Value::Object(map)) => {
+            json!({ "data": plugin_io_entry(map, None), "meta": {} })
+        }
+        (PayloadFormat::PluginIo, other) => json!({ "data": other, "meta": {} }),
+    };
     let name = format!("{}:{}", body.schema.singular_name, body.event);
     if !rooms.is_empty() {
-        let fan = deliver_raw(&api.inner.io, &rooms, &name, &json!({ "data": payload }));
+        let fan = deliver_raw(&api.inner.io, &rooms, &name, &payload);
         MONITOR.record(
             &name,
             json!({ "uid": body.schema.uid, "recipients": fan.sent }),

@@ -226,6 +226,19 @@ async fn admin_routes_authenticate_and_answer_in_the_plugins_shapes() {
         let body = body.to_string();
         async move { json_ok(addr, "POST", path, API_KEY, Some(&body)).await["data"].clone() }
     };
+    let emitted = helper(
+        "/io/emit",
+        json!({"event": "update", "schema": {"singularName": "tag", "uid": "api::tag.tag"},
+               "data": {"id": 9, "name": "x", "password": "hidden"}}),
+    )
+    .await;
+    assert_eq!(emitted, Value::Null);
+    let args = client.event("tag:update", TIMEOUT).await;
+    assert_eq!(
+        args[0],
+        json!({"id": 9, "name": "x"}),
+        "sensitive fields removed"
+    );
     assert_eq!(
         helper("/io/rooms/join", json!({"socketId": sid, "room": "vip"})).await,
         true
