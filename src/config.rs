@@ -262,6 +262,9 @@ pub struct DeliveryConfig {
     pub replay_max_age_secs: u64,
     /// Where the replay log's segment files live (`WALCAST_REPLAY_DIR`); created if missing.
     pub replay_dir: PathBuf,
+    /// Where walcast keeps its own state (`settings.json` of `PUT /io/settings`); by default
+    /// the folder that holds `replay_dir`.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for DeliveryConfig {
@@ -270,6 +273,7 @@ impl Default for DeliveryConfig {
             replay_max_events: 100_000,
             replay_max_age_secs: 300,
             replay_dir: PathBuf::from("./.walcast/replay"),
+            state_dir: None,
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod gateway;
+pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod populate;

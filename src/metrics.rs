@@ -119,6 +119,26 @@ pub static ENTITY_SUBSCRIPTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
 });
 pub static CONNECTIONS: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("walcast_connections", "connected sockets"));
+pub static ROOMS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "walcast_rooms",
+        "socket.io rooms with at least one member (measured when /metrics is read)",
+    )
+});
+pub static PERMISSION_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "walcast_permission_cache_total",
+        "handshake and admin credential lookups, by result: hit (answered from the cache) or miss (queried)",
+        &["result"],
+    )
+});
+pub static HTTP_ADMIN_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "walcast_admin_requests_total",
+        "requests to the /io admin and server-helper routes, by outcome (ok, unauthorized, bad_request)",
+        &["outcome"],
+    )
+});
 pub static HANDSHAKE_REJECTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         "walcast_handshake_rejections_total",
@@ -321,6 +341,9 @@ pub fn render() -> String {
         &*CLIENT_EVENTS,
         &*ENTITY_SUBSCRIPTIONS,
         &*CONNECTIONS,
+        &*ROOMS,
+        &*PERMISSION_CACHE,
+        &*HTTP_ADMIN_REQUESTS,
         &*HANDSHAKE_REJECTIONS,
         &*SCHEMA_RELOADS,
         &*PERMISSION_RELOADS,
@@ -349,6 +372,9 @@ pub fn render() -> String {
         &*LEADER_SINCE,
         &*LEADER_TAKEOVERS,
     );
+    for result in ["hit", "miss"] {
+        PERMISSION_CACHE.with_label_values(&[result]);
+    }
     let encoder = prometheus::TextEncoder::new();
     encoder
         .encode_to_string(&REGISTRY.gather())

@@ -248,6 +248,7 @@ pub async fn run_with_taps(
         authenticator.clone(),
         resume,
         model_rx,
+        router_tx.clone(),
     );
     let addr = listener.local_addr()?;
     info!(%addr, path = %config.server.path, "walcast listening");

@@ -326,6 +326,15 @@ impl Authenticator {
     async fn lookup(&self, key: LookupKey) -> Result<Lookup, AuthError> {
         let db = Arc::clone(&self.inner.db);
         let query_key = key.clone();
+        if let Some(hit) = self.inner.cache.get(&key).await {
+            crate::metrics::PERMISSION_CACHE
+                .with_label_values(&["hit"])
+                .inc();
+            return Ok(hit);
+        }
+        crate::metrics::PERMISSION_CACHE
+            .with_label_values(&["miss"])
+            .inc();
         self.inner
             .cache
             .try_get_with(key, async move {

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use socketioxide::SocketIo;
 
 /// Shared flags the HTTP routes report.
 #[derive(Debug, Default)]
@@ -19,15 +20,15 @@ pub struct Health {
 }
 
 /// `/healthz`, `/readyz`, `/metrics`.
-pub fn routes(health: Arc<Health>) -> Router {
+pub fn routes(health: Arc<Health>, io: SocketIo) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(health)
+        .with_state((health, io))
 }
 
-async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+async fn readyz(State((health, _)): State<(Arc<Health>, SocketIo)>) -> impl IntoResponse {
     if health.replicating.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready")
     } else if health.following.load(Ordering::Relaxed) {
@@ -37,7 +38,8 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics() -> impl IntoResponse {
+async fn metrics(State((_, io)): State<(Arc<Health>, SocketIo)>) -> impl IntoResponse {
+    crate::metrics::ROOMS.set(crate::http::admin::rooms(&io).len() as i64);
     (
         [(
             header::CONTENT_TYPE,

@@ -22,13 +22,14 @@ pub use resume::Resume;
 
 /// Builds the axum app and the socket.io handle; `auth` checks handshakes, `resume` serves
 /// clients that reconnect with `auth.offset`; `model` (the Strapi model as last loaded)
-/// answers `subscribe-entity`.
+/// answers `subscribe-entity`; `router` is where the admin API's runtime settings go.
 pub fn build(
     config: &Config,
     health: Arc<Health>,
     auth: crate::auth::Authenticator,
     resume: Resume,
     model: watch::Receiver<Arc<StrapiModel>>,
+    router: watch::Sender<crate::route::Router>,
 ) -> (axum::Router, SocketIo) {
     let (layer, io) = SocketIo::builder()
         .req_path(config.server.path.clone())
@@ -37,9 +38,10 @@ pub fn build(
     let clients = client_events::ClientEvents::new(
         config,
         resume.router.clone(),
-        lookup::EntityLookup::new(config, model),
+        lookup::EntityLookup::new(config, model.clone()),
     );
-    socketio::register(&io, auth, resume, clients);
+    socketio::register(&io, auth.clone(), resume, clients);
+    let admin = crate::http::AdminApi::new(config, io.clone(), auth, router, model);
     let origins: Vec<_> = config
         .server
         .cors_origins
@@ -49,7 +51,25 @@ pub fn build(
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_credentials(true)
-        .allow_methods([axum::http::Method::GET, axum::http::Method::POST]);
-    let app = http::routes(health).layer(layer).layer(cors);
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PUT,
+        ])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+        ]);
+    // Every HTTP route has a body limit; socket.io (outside it) has its own buffer limit.
+    let app = http::routes(health, io.clone())
+        .merge(admin.router())
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::http::MAX_BODY_BYTES,
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            crate::http::MAX_BODY_BYTES,
+        ))
+        .layer(layer)
+        .layer(cors);
     (app, io)
 }

@@ -129,6 +129,10 @@ pub fn event_args(delivery: &Delivery) -> impl Serialize + '_ {
 pub async fn emit(io: &SocketIo, delivery: &Delivery) {
     let fan = super::fanout::deliver(io, delivery, &event_args(delivery));
     crate::metrics::DELIVERIES.inc();
+    crate::http::monitor::MONITOR.record(
+        &delivery.event_name,
+        serde_json::json!({ "uid": &*delivery.uid, "offset": delivery.offset.to_string(), "recipients": fan.sent }),
+    );
     if fan.dropped > 0 {
         warn!(event = %delivery.event_name, offset = %delivery.offset, dropped = fan.dropped, "slow sockets missed an event and were disconnected");
     }
@@ -138,6 +142,10 @@ pub async fn emit(io: &SocketIo, delivery: &Delivery) {
 pub async fn emit_custom(io: &SocketIo, event: &crate::route::custom::CustomEvent) {
     let fan = super::fanout::deliver_raw(io, &event.rooms, &event.event, &event.data);
     crate::metrics::CUSTOM_EVENTS.inc();
+    crate::http::monitor::MONITOR.record(
+        &event.event,
+        serde_json::json!({ "custom": true, "rooms": &event.rooms, "recipients": fan.sent }),
+    );
     if fan.dropped > 0 {
         warn!(event = %event.event, dropped = fan.dropped, "slow sockets missed a custom event and were disconnected");
     }

@@ -55,6 +55,8 @@ pub struct SocketState {
     pub delivery_rooms: Vec<String>,
     /// Whether the socket joined `delivery_rooms`.
     pub broadcast: bool,
+    /// When the socket connected, in milliseconds since the Unix epoch.
+    pub connected_at_ms: u64,
     /// Set once the socket receives live events: at once, or after a resume caught up.
     live: AtomicBool,
     /// Set when the socket missed an event (its queue was full): it gets nothing more, so
@@ -76,6 +78,7 @@ impl SocketState {
             principal,
             delivery_rooms,
             broadcast,
+            connected_at_ms: crate::http::monitor::now_ms(),
             live: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             subscriptions: Mutex::new(Vec::new()),

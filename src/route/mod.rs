@@ -62,8 +62,12 @@ struct RouterConfig {
 
 impl Router {
     pub fn new(config: &Config, permissions: PermissionModel) -> Self {
+        Self::build(config, Arc::new(permissions), Arc::default())
+    }
+
+    fn build(config: &Config, permissions: Arc<PermissionModel>, plans: Arc<PayloadPlans>) -> Self {
         Router {
-            permissions: Arc::new(permissions),
+            permissions,
             config: Arc::new(RouterConfig {
                 permissions: config.events.permissions,
                 content_types: config.content_types.clone(),
@@ -71,7 +75,7 @@ impl Router {
             payloads: PayloadRules {
                 format: config.events.payload,
                 sanitizer: sanitize::Sanitizer::new(&config.events.sensitive_fields),
-                plans: Arc::default(),
+                plans,
             },
         }
     }
@@ -83,6 +87,16 @@ impl Router {
             config: Arc::clone(&self.config),
             payloads: self.payloads.clone(),
         }
+    }
+
+    /// The same permission snapshot and populate plans under another configuration's
+    /// content types, actions and sensitive fields (runtime settings, `PUT /io/settings`).
+    pub fn with_config(&self, config: &Config) -> Self {
+        Self::build(
+            config,
+            Arc::clone(&self.permissions),
+            Arc::clone(&self.payloads.plans),
+        )
     }
 
     /// Which sockets an event of this view goes to, or `None` when the type's `status` does

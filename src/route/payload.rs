@@ -138,7 +138,7 @@ impl<'a> PayloadVariants<'a> {
 /// The plugin's Strapi-v4 shape of one entry: `{id, attributes: {…}}`, relations and media
 /// as `{data: …}`, components as `{id, …}`, dynamic zones as arrays of components
 /// (`server/services/transform.js` in the plugin).
-fn plugin_io_entry(mut entry: Map<String, Value>, level: Option<&Level>) -> Value {
+pub(crate) fn plugin_io_entry(mut entry: Map<String, Value>, level: Option<&Level>) -> Value {
     let id = entry.remove("id").unwrap_or(Value::Null);
     json!({ "id": id, "attributes": plugin_io_attributes(entry, level) })
 }

@@ -25,7 +25,7 @@ fn now_secs() -> i64 {
         .as_secs() as i64
 }
 
-fn sign(secret: &str, claims: Value) -> String {
+pub(crate) fn sign(secret: &str, claims: Value) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -44,7 +44,7 @@ fn user_jwt(config: &Config, id: i64) -> String {
 
 /// A session access token (`{userId, sessionId, type:'access'}`), users-permissions refresh
 /// mode or admin.
-fn access_jwt(secret: &str, user_id: i64, session_id: &str) -> String {
+pub(crate) fn access_jwt(secret: &str, user_id: i64, session_id: &str) -> String {
     sign(
         secret,
         json!({"userId": user_id.to_string(), "sessionId": session_id, "type": "access",
@@ -134,7 +134,13 @@ async fn create_token(db: &TestDatabase, config: &Config, spec: Token<'_>) -> St
 }
 
 /// A live `strapi_sessions` row.
-async fn create_session(db: &TestDatabase, id: i32, session_id: &str, user_id: i64, origin: &str) {
+pub(crate) async fn create_session(
+    db: &TestDatabase,
+    id: i32,
+    session_id: &str,
+    user_id: i64,
+    origin: &str,
+) {
     db.client
         .execute(
             "INSERT INTO strapi_sessions (id, document_id, user_id, session_id, origin, expires_at,

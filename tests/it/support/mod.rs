@@ -328,7 +328,8 @@ impl TestDatabase {
         config.replication.slot = self.name.clone();
         config.replication.publication = self.name.clone();
         config.server.listen = "127.0.0.1:0".into();
-        config.delivery.replay_dir = self.replay_dir.path().to_owned();
+        config.delivery.replay_dir = self.replay_dir.path().join("replay");
+        config.delivery.state_dir = Some(self.replay_dir.path().to_owned());
         config.strapi.jwt_secret =
             walcast::config::Secret::new("test-users-permissions-jwt-secret-0123456789");
         config.strapi.api_token_salt =
@@ -441,12 +442,35 @@ impl Walcast {
     }
 }
 
-/// A minimal HTTP GET to `addr` (status, body).
 /// A minimal HTTP GET (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, "GET", path, None, None).await
+}
+
+/// One HTTP/1.1 request (`Connection: close`), with an optional bearer token and JSON body:
+/// status and body.
+pub async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    if let Some(token) = bearer {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method != "GET" {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
     let mut response = Vec::new();
     tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response).await?;
     let text = String::from_utf8_lossy(&response).into_owned();
