@@ -4,7 +4,9 @@ pub mod client_events;
 pub mod fanout;
 pub mod http;
 pub mod lookup;
+pub mod presence;
 pub mod resume;
+pub mod security_http;
 pub mod socketio;
 pub mod subscriptions;
 
@@ -30,16 +32,28 @@ pub fn build(
     resume: Resume,
     model: watch::Receiver<Arc<StrapiModel>>,
 ) -> (axum::Router, SocketIo) {
+    let max_payload = config.security.max_payload_bytes;
     let (layer, io) = SocketIo::builder()
         .req_path(config.server.path.clone())
         .max_buffer_size(config.clients.socket_buffer_packets)
+        .max_payload(max_payload)
+        .ws_max_message_size(usize::try_from(max_payload).unwrap_or(usize::MAX))
+        .ws_max_frame_size(usize::try_from(max_payload).unwrap_or(usize::MAX))
         .build_layer();
+    let guard = crate::security::Guard::new(&config.security);
+    let presence = presence::Presence::new(
+        std::time::Duration::from_secs(config.security.presence_stale_secs),
+        Arc::clone(auth.db()),
+    );
     let clients = client_events::ClientEvents::new(
         config,
         resume.router.clone(),
         lookup::EntityLookup::new(config, model),
+        guard.clone(),
+        presence,
     );
-    socketio::register(&io, auth, resume, clients);
+    let security_routes = security_http::routes(config, auth.clone(), io.clone());
+    socketio::register(&io, auth, resume, clients, guard);
     let origins: Vec<_> = config
         .server
         .cors_origins
@@ -50,6 +64,9 @@ pub fn build(
         .allow_origin(AllowOrigin::list(origins))
         .allow_credentials(true)
         .allow_methods([axum::http::Method::GET, axum::http::Method::POST]);
-    let app = http::routes(health).layer(layer).layer(cors);
+    let app = http::routes(health)
+        .merge(security_routes)
+        .layer(layer)
+        .layer(cors);
     (app, io)
 }
