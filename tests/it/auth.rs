@@ -18,14 +18,14 @@ use crate::support::{JsClient, TestDatabase, Walcast};
 /// Generous: the machine is shared; nothing here is a timing assertion.
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
 }
 
-fn sign(secret: &str, claims: Value) -> String {
+pub(crate) fn sign(secret: &str, claims: Value) -> String {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -44,7 +44,7 @@ fn user_jwt(config: &Config, id: i64) -> String {
 
 /// A session access token (`{userId, sessionId, type:'access'}`), users-permissions refresh
 /// mode or admin.
-fn access_jwt(secret: &str, user_id: i64, session_id: &str) -> String {
+pub(crate) fn access_jwt(secret: &str, user_id: i64, session_id: &str) -> String {
     sign(
         secret,
         json!({"userId": user_id.to_string(), "sessionId": session_id, "type": "access",
@@ -134,7 +134,13 @@ async fn create_token(db: &TestDatabase, config: &Config, spec: Token<'_>) -> St
 }
 
 /// A live `strapi_sessions` row.
-async fn create_session(db: &TestDatabase, id: i32, session_id: &str, user_id: i64, origin: &str) {
+pub(crate) async fn create_session(
+    db: &TestDatabase,
+    id: i32,
+    session_id: &str,
+    user_id: i64,
+    origin: &str,
+) {
     db.client
         .execute(
             "INSERT INTO strapi_sessions (id, document_id, user_id, session_id, origin, expires_at,
@@ -149,8 +155,19 @@ async fn create_session(db: &TestDatabase, id: i32, session_id: &str, user_id: i
 
 /// Connects once without reconnecting: `Ok(client)` when connected, `Err(message)` on
 /// `connect_error`.
-async fn handshake(walcast: &Walcast, auth: Value) -> Result<JsClient, String> {
-    let mut client = JsClient::spawn(&walcast.url(), auth, &["--no-reconnect"]).await;
+pub(crate) async fn handshake(walcast: &Walcast, auth: Value) -> Result<JsClient, String> {
+    handshake_at(&walcast.url(), auth, &[]).await
+}
+
+/// [`handshake`] to `url`, with extra client arguments (`--headers`, `--transports`).
+pub(crate) async fn handshake_at(
+    url: &str,
+    auth: Value,
+    extra: &[&str],
+) -> Result<JsClient, String> {
+    let mut args = vec!["--no-reconnect"];
+    args.extend_from_slice(extra);
+    let mut client = JsClient::spawn(url, auth, &args).await;
     let line = client
         .next_matching("connected or connect_error", TIMEOUT, |l| {
             matches!(l["type"].as_str(), Some("connected" | "connect_error"))
@@ -165,7 +182,7 @@ async fn handshake(walcast: &Walcast, auth: Value) -> Result<JsClient, String> {
     }
 }
 
-async fn refused(walcast: &Walcast, auth: Value) -> String {
+pub(crate) async fn refused(walcast: &Walcast, auth: Value) -> String {
     match handshake(walcast, auth.clone()).await {
         Ok(c) => {
             c.close().await;
@@ -175,7 +192,7 @@ async fn refused(walcast: &Walcast, auth: Value) -> String {
     }
 }
 
-async fn accepted(walcast: &Walcast, auth: Value) -> JsClient {
+pub(crate) async fn accepted(walcast: &Walcast, auth: Value) -> JsClient {
     handshake(walcast, auth.clone())
         .await
         .unwrap_or_else(|e| panic!("{auth} refused with {e:?}"))
@@ -183,7 +200,7 @@ async fn accepted(walcast: &Walcast, auth: Value) -> JsClient {
 
 /// Sends the custom event `name` (to `rooms`, or everyone) through the WAL: it reaches each
 /// socket after every event of earlier transactions.
-async fn custom_event(db: &TestDatabase, name: &str, rooms: &[&str]) {
+pub(crate) async fn custom_event(db: &TestDatabase, name: &str, rooms: &[&str]) {
     let body = json!({"event": name, "data": {}, "rooms": rooms}).to_string();
     db.client
         .execute(
