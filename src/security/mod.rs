@@ -419,6 +419,32 @@ mod tests {
     }
 
     #[test]
+    fn trust_proxy_config_shapes() {
+        use crate::config::Config;
+        for (text, expected) in [
+            ("", TrustProxy::All(false)),
+            ("trust_proxy = true", TrustProxy::All(true)),
+            (
+                "trust_proxy = [\"10.0.0.0/8\", \"::1\"]",
+                TrustProxy::Proxies(vec!["10.0.0.0/8".into(), "::1".into()]),
+            ),
+        ] {
+            let config = Config::from_toml(&format!("[security]\n{text}\n")).unwrap();
+            assert_eq!(config.security.trust_proxy, expected);
+        }
+        assert!(Config::from_toml("[security]\ntrust_proxy = \"yes\"\n").is_err());
+        let mut config = Config::default();
+        config.security.ip_deny = vec!["10.0.0.0/40".into()];
+        config.security.trust_proxy = TrustProxy::Proxies(vec!["proxy".into()]);
+        let errors = config.validate().unwrap_err();
+        let text = format!("{errors:?}");
+        assert!(
+            text.contains("security.ip_deny") && text.contains("security.trust_proxy"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn event_rate() {
         let g = guard(|c| {
             c.rate_limit.max_events_per_second = 3;

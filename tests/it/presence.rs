@@ -40,16 +40,16 @@ async fn new_session(walcast: &Walcast, bearer: &str) -> (u16, Value) {
 }
 
 async fn post(walcast: &Walcast, path: &str, bearer: &str) -> (u16, Value) {
-    let auth = format!("Bearer {bearer}");
-    let (status, body) = http_request(walcast.addr, "POST", path, &[("Authorization", &auth)], b"")
-        .await
-        .unwrap();
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    request(walcast, "POST", path, bearer).await
 }
 
 async fn get(walcast: &Walcast, path: &str, bearer: &str) -> (u16, Value) {
+    request(walcast, "GET", path, bearer).await
+}
+
+async fn request(walcast: &Walcast, method: &str, path: &str, bearer: &str) -> (u16, Value) {
     let auth = format!("Bearer {bearer}");
-    let (status, body) = http_request(walcast.addr, "GET", path, &[("Authorization", &auth)], b"")
+    let (status, body) = http_request(walcast.addr, method, path, &[("Authorization", &auth)], b"")
         .await
         .unwrap();
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
@@ -198,6 +198,48 @@ async fn two_admins_join_type_leave_and_disconnect() {
     assert_eq!(check["editors"].as_array().unwrap().len(), 1);
 
     for c in [a, b, public] {
+        c.close().await;
+    }
+    walcast.stop().await;
+    db.drop_all().await;
+}
+
+/// A registration not seen for `presence_stale_secs` is swept: its editing entries go, with a
+/// broadcast, and its heartbeat is answered `Socket not registered`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_registrations_are_swept() {
+    let db = TestDatabase::new().await;
+    let mut config = db.config();
+    let (jwt1, jwt2) = two_admins(&db, &config).await;
+    config.security.presence_stale_secs = 2;
+    let walcast = Walcast::start(config).await;
+    let mut a = accepted(&walcast, admin_auth(&jwt1)).await;
+    let mut b = accepted(&walcast, admin_auth(&jwt2)).await;
+    ack(&mut a, "presence:join", entity()).await;
+    ack(&mut b, "presence:join", entity()).await;
+    // B keeps its registration alive; A says nothing for longer than the timeout.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let beat = b
+            .emit_with_ack("presence:heartbeat", json!([]))
+            .await
+            .remove(0);
+        assert_eq!(beat["success"], true, "{beat}");
+    }
+    let check = ack(&mut b, "presence:check", entity()).await;
+    assert_eq!(check["editors"].as_array().unwrap().len(), 1, "{check}");
+    assert_eq!(check["editors"][0]["user"]["id"], 2);
+    let beat = a
+        .emit_with_ack("presence:heartbeat", json!([]))
+        .await
+        .remove(0);
+    assert_eq!(
+        beat,
+        json!({"success": false, "error": "Socket not registered"})
+    );
+    let join = ack(&mut a, "presence:join", entity()).await;
+    assert_eq!(join["error"], "Socket not registered for presence");
+    for c in [a, b] {
         c.close().await;
     }
     walcast.stop().await;
