@@ -335,6 +335,8 @@ impl TestDatabase {
             walcast::config::Secret::new("test-api-token-salt-0123456789");
         config.strapi.admin_jwt_secret =
             walcast::config::Secret::new("test-admin-jwt-secret-0123456789");
+        // Tests send client events in bursts; tests/it/security.rs sets its own limits.
+        config.security.rate_limit.max_events_per_second = 100_000;
         config
     }
 
