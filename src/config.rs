@@ -213,6 +213,7 @@ pub fn default_actions() -> Vec<String> {
 /// Every action walcast can emit for a content type.
 pub const KNOWN_ACTIONS: &[&str] = &["create", "update", "delete", "publish", "unpublish"];
 
+/// `[security]` (spec §8). CIDR lists take `"10.0.0.0/8"`, `"::1/128"` or a bare address.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
@@ -221,7 +222,21 @@ pub struct SecurityConfig {
     pub rate_limit: RateLimitConfig,
     pub ip_allow: Vec<String>,
     pub ip_deny: Vec<String>,
-    pub trust_proxy: bool,
+    /// Whom to believe about X-Forwarded-For: `false` (default: nobody, the TCP peer is the
+    /// client), `true` (any peer) or a list of proxy CIDRs.
+    pub trust_proxy: TrustProxy,
+    /// Failed handshakes from one IP within `lockout_window_secs` before that IP is refused
+    /// (`Too many authentication attempts. Try again later.`) until the window ends.
+    pub lockout_max_failures: u32,
+    pub lockout_window_secs: u64,
+    /// Largest Engine.IO payload (a polling body, a websocket message), in bytes.
+    pub max_payload_bytes: u64,
+    /// Admin session tokens from `POST /io/presence/session`.
+    pub session_ttl_secs: u64,
+    pub session_max_uses: u32,
+    pub session_cooldown_ms: u64,
+    /// Presence registrations not seen (join, heartbeat, typing) for this long are removed.
+    pub presence_stale_secs: u64,
 }
 
 impl Default for SecurityConfig {
@@ -232,16 +247,40 @@ impl Default for SecurityConfig {
             rate_limit: RateLimitConfig::default(),
             ip_allow: Vec::new(),
             ip_deny: Vec::new(),
-            trust_proxy: false,
+            trust_proxy: TrustProxy::default(),
+            lockout_max_failures: 20,
+            lockout_window_secs: 60,
+            max_payload_bytes: 100_000,
+            session_ttl_secs: 600,
+            session_max_uses: 10,
+            session_cooldown_ms: 3_000,
+            presence_stale_secs: 60,
         }
+    }
+}
+
+/// `trust_proxy = false | true | ["10.0.0.0/8", …]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum TrustProxy {
+    All(bool),
+    Proxies(Vec<String>),
+}
+
+impl Default for TrustProxy {
+    fn default() -> Self {
+        TrustProxy::All(false)
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
+    /// Client events a socket may send per second; more are refused (`Rate limit exceeded`).
     pub max_events_per_second: u32,
     pub max_connections_per_ip: u32,
+    /// Refused events after which the socket is disconnected.
+    pub disconnect_after_refused: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -249,6 +288,7 @@ impl Default for RateLimitConfig {
         Self {
             max_events_per_second: 10,
             max_connections_per_ip: 50,
+            disconnect_after_refused: 50,
         }
     }
 }
@@ -716,6 +756,73 @@ impl Config {
         }
         if self.security.max_connections == 0 {
             invalid("security.max_connections", "0", "1 or more");
+        }
+        let mut cidrs: Vec<(&str, &String)> = Vec::new();
+        cidrs.extend(
+            self.security
+                .ip_allow
+                .iter()
+                .map(|c| ("security.ip_allow", c)),
+        );
+        cidrs.extend(
+            self.security
+                .ip_deny
+                .iter()
+                .map(|c| ("security.ip_deny", c)),
+        );
+        if let TrustProxy::Proxies(list) = &self.security.trust_proxy {
+            cidrs.extend(list.iter().map(|c| ("security.trust_proxy", c)));
+        }
+        for (key, cidr) in cidrs {
+            if crate::security::parse_net(cidr).is_none() {
+                invalid(
+                    key,
+                    cidr,
+                    "an IPv4 or IPv6 address or CIDR (\"10.0.0.0/8\", \"::1/128\")",
+                );
+            }
+        }
+        for (key, value) in [
+            (
+                "security.rate_limit.max_events_per_second",
+                u64::from(self.security.rate_limit.max_events_per_second),
+            ),
+            (
+                "security.rate_limit.max_connections_per_ip",
+                u64::from(self.security.rate_limit.max_connections_per_ip),
+            ),
+            (
+                "security.rate_limit.disconnect_after_refused",
+                u64::from(self.security.rate_limit.disconnect_after_refused),
+            ),
+            (
+                "security.lockout_max_failures",
+                u64::from(self.security.lockout_max_failures),
+            ),
+            (
+                "security.lockout_window_secs",
+                self.security.lockout_window_secs,
+            ),
+            ("security.session_ttl_secs", self.security.session_ttl_secs),
+            (
+                "security.session_max_uses",
+                u64::from(self.security.session_max_uses),
+            ),
+            (
+                "security.presence_stale_secs",
+                self.security.presence_stale_secs,
+            ),
+        ] {
+            if value == 0 {
+                invalid(key, "0", "1 or more");
+            }
+        }
+        if !(1_024..=104_857_600).contains(&self.security.max_payload_bytes) {
+            invalid(
+                "security.max_payload_bytes",
+                &self.security.max_payload_bytes.to_string(),
+                "1024 to 104857600",
+            );
         }
         if let Some(url) = &self.redis.url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))

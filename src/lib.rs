@@ -18,7 +18,8 @@
 //! - [`route`]: who receives each event and what they see (spec §4–5).
 //! - [`deliver`]: the durable replay log that lets clients resume with `auth.offset` (spec §6).
 //! - [`auth`]: handshake authentication, and permission changes applied to live sockets.
-//! - [`gateway`]: the Socket.IO and HTTP listener.
+//! - [`gateway`]: the Socket.IO and HTTP listener; presence.
+//! - [`security`]: IP lists, connection and event limits, lockout, admin session tokens.
 //! - [`service`]: wires the stages; [`preflight`]: `walcast check`; [`config`]: configuration;
 //!   [`metrics`]: Prometheus; [`tls`]: `sslmode` and rustls for both Postgres connections.
 
@@ -35,6 +36,7 @@ pub mod populate;
 pub mod preflight;
 pub mod replication;
 pub mod route;
+pub mod security;
 pub mod service;
 pub mod strapi;
 pub mod tls;

@@ -145,6 +145,25 @@ pub static HANDSHAKE_REJECTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
         "socket handshakes refused",
     )
 });
+pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "walcast_connections_refused_total",
+        "connections refused before authentication (ip lists, connection limits, lockout)",
+        &["reason"],
+    )
+});
+pub static RATE_LIMITED_EVENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_rate_limited_events_total",
+        "client events refused because the socket sent more than max_events_per_second",
+    )
+});
+pub static RATE_LIMIT_DISCONNECTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_rate_limit_disconnects_total",
+        "sockets disconnected for repeatedly exceeding max_events_per_second",
+    )
+});
 pub static UNATTRIBUTED_ROWS: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         "walcast_unattributed_rows_total",
@@ -345,6 +364,9 @@ pub fn render() -> String {
         &*PERMISSION_CACHE,
         &*HTTP_ADMIN_REQUESTS,
         &*HANDSHAKE_REJECTIONS,
+        &*CONNECTIONS_REFUSED,
+        &*RATE_LIMITED_EVENTS,
+        &*RATE_LIMIT_DISCONNECTS,
         &*SCHEMA_RELOADS,
         &*PERMISSION_RELOADS,
         &*SOCKETS_REVOKED,

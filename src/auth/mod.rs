@@ -22,6 +22,7 @@ use tracing::warn;
 use crate::config::{Config, Secret};
 use crate::route::permissions::{TokenType, now_ms};
 use crate::route::{Access, Principal, Router};
+use crate::security::sessions::{SessionTokens, is_uuid};
 use credentials::{JwtSubject, api_token_hash, verify_jwt};
 
 /// Why a handshake was refused; the message is what the client's `connect_error` shows (the
@@ -179,6 +180,8 @@ struct Inner {
     cache: Cache<LookupKey, Lookup>,
     /// Counts permission reloads; a socket authenticated across one is checked again.
     generation: AtomicU64,
+    /// Admin session tokens from `POST /io/presence/session`.
+    sessions: SessionTokens,
 }
 
 impl Authenticator {
@@ -196,8 +199,14 @@ impl Authenticator {
                     .time_to_live(LOOKUP_TTL)
                     .build(),
                 generation: AtomicU64::new(0),
+                sessions: SessionTokens::new(&config.security),
             }),
         }
+    }
+
+    /// The admin session tokens this authenticator accepts.
+    pub fn sessions(&self) -> &SessionTokens {
+        &self.inner.sessions
     }
 
     pub fn db(&self) -> &Arc<Db> {
@@ -280,7 +289,22 @@ impl Authenticator {
         })
     }
 
+    /// `strategy: 'admin-jwt'`: an admin session token (a UUID) or a Strapi admin access JWT.
     async fn admin(&self, token: &str) -> Result<Principal, AuthError> {
+        if is_uuid(token) {
+            let owner = self
+                .inner
+                .sessions
+                .consume(token)
+                .ok_or(AuthError::InvalidToken)?;
+            return self.live_admin(owner.user_id, owner.session).await;
+        }
+        self.admin_jwt(token).await
+    }
+
+    /// A Strapi admin access JWT with a live admin session of an active admin user: the
+    /// admin routes' authentication too.
+    pub async fn admin_jwt(&self, token: &str) -> Result<Principal, AuthError> {
         let subject = verify_jwt(token, self.inner.admin_jwt_secret.expose(), false)
             .map_err(|_| AuthError::InvalidToken)?;
         let JwtSubject::Session {
@@ -290,6 +314,10 @@ impl Authenticator {
         else {
             return Err(AuthError::InvalidToken);
         };
+        self.live_admin(user_id, session_id).await
+    }
+
+    async fn live_admin(&self, user_id: i64, session_id: String) -> Result<Principal, AuthError> {
         let live = self
             .session(&session_id)
             .await?

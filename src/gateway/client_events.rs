@@ -9,7 +9,6 @@
 //! principal whatever rooms it is in ([`super::fanout`]).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, SocketRef, TryData};
@@ -18,11 +17,13 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::lookup::{EntityId, EntityLookup};
+use super::presence::Presence;
 use super::subscriptions::{SocketState, SubscribeError, Subscription};
 use crate::assemble::Action;
 use crate::config::{ClientsConfig, Config, PermissionMode};
 use crate::route::permissions::Audience;
 use crate::route::{Principal, Router};
+use crate::security::{Admit, EventRate, Guard};
 
 /// Longest `uid`, entity id and room name a client may send.
 const MAX_UID_LEN: usize = 128;
@@ -80,6 +81,22 @@ pub enum ClientError {
     /// walcast: the socket's connect handler has not run (cannot happen once connected).
     #[error("Socket not ready")]
     NotReady,
+    /// More client events than `rate_limit.max_events_per_second`.
+    #[error("Rate limit exceeded")]
+    RateLimited,
+    #[error("Authentication required for presence")]
+    PresenceAuthRequired,
+    #[error("uid and documentId are required")]
+    PresenceParameters,
+    #[error("Socket not registered for presence")]
+    PresenceNotRegistered,
+    #[error("Socket not registered")]
+    PresenceSocketNotRegistered,
+    /// walcast: typing about an entity the socket has not joined.
+    #[error("Not editing this entity")]
+    PresenceNotJoined,
+    #[error("Too many editing sessions for this socket.")]
+    PresenceTooMany,
 }
 
 /// What the client-event handlers need: settings, the live permission model, and the Strapi
@@ -97,12 +114,20 @@ struct Inner {
     content_types: Vec<String>,
     router: watch::Receiver<Router>,
     lookup: EntityLookup,
+    guard: Guard,
+    presence: Presence,
 }
 
 type Ack = Result<Value, ClientError>;
 
 impl ClientEvents {
-    pub fn new(config: &Config, router: watch::Receiver<Router>, lookup: EntityLookup) -> Self {
+    pub fn new(
+        config: &Config,
+        router: watch::Receiver<Router>,
+        lookup: EntityLookup,
+        guard: Guard,
+        presence: Presence,
+    ) -> Self {
         ClientEvents {
             inner: Arc::new(Inner {
                 settings: config.clients.clone(),
@@ -110,6 +135,8 @@ impl ClientEvents {
                 content_types: config.content_types.iter().map(|c| c.uid.clone()).collect(),
                 router,
                 lookup,
+                guard,
+                presence,
             }),
         }
     }
@@ -151,6 +178,22 @@ impl ClientEvents {
         self.on(socket, "private-message", |c, s, p| async move {
             c.private_message(&s, &p)
         });
+        self.on(socket, "presence:join", |c, s, p| async move {
+            c.inner.presence.join(&s, &p).await
+        });
+        self.on(socket, "presence:leave", |c, s, p| async move {
+            c.inner.presence.leave(&s, &p).await
+        });
+        self.on(socket, "presence:heartbeat", |c, s, _| async move {
+            c.inner.presence.heartbeat(&s).await
+        });
+        self.on(socket, "presence:typing", |c, s, p| async move {
+            c.inner.presence.typing(&s, &p).await
+        });
+        self.on(socket, "presence:check", |c, s, p| async move {
+            c.inner.presence.check(&s, &p).await
+        });
+        self.inner.presence.register(socket);
         state
     }
 
@@ -169,7 +212,10 @@ impl ClientEvents {
                 let handler = handler.clone();
                 async move {
                     let payload = payload.unwrap_or(Value::Null);
-                    let answer = handler(this, s, payload).await;
+                    let answer = match this.admit(&s) {
+                        Ok(()) => handler(this, s, payload).await,
+                        Err(e) => Err(e),
+                    };
                     let outcome = if answer.is_ok() { "ok" } else { "error" };
                     crate::metrics::CLIENT_EVENTS
                         .with_label_values(&[event, outcome])
@@ -185,6 +231,34 @@ impl ClientEvents {
                 }
             },
         );
+    }
+
+    /// The socket's event rate: over it, the event is refused; refused too often, the socket
+    /// is disconnected.
+    fn admit(&self, socket: &SocketRef) -> Result<(), ClientError> {
+        let Some(rate) = socket.extensions.get::<Arc<EventRate>>() else {
+            return Ok(());
+        };
+        match self.inner.guard.admit(&rate) {
+            Admit::Yes => Ok(()),
+            Admit::Refused => {
+                crate::metrics::RATE_LIMITED_EVENTS.inc();
+                Err(ClientError::RateLimited)
+            }
+            Admit::Disconnect => {
+                crate::metrics::RATE_LIMITED_EVENTS.inc();
+                crate::metrics::RATE_LIMIT_DISCONNECTS.inc();
+                debug!(sid = %socket.id, "disconnecting a socket over its event rate");
+                let socket = socket.clone();
+                tokio::spawn(async move { socket.disconnect().ok() });
+                Err(ClientError::RateLimited)
+            }
+        }
+    }
+
+    /// Presence, for the connect and disconnect handlers.
+    pub fn presence(&self) -> &Presence {
+        &self.inner.presence
     }
 
     async fn subscribe_entity(&self, socket: &SocketRef, payload: Value) -> Ack {
@@ -458,11 +532,8 @@ fn user_name(_principal: &Principal) -> Option<String> {
     None
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+pub(super) fn now_ms() -> i64 {
+    crate::route::permissions::now_ms()
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@ pub mod client_events;
 pub mod fanout;
 pub mod http;
 pub mod lookup;
+pub mod presence;
 pub mod resume;
+pub mod security_http;
 pub mod socketio;
 pub mod subscriptions;
 
@@ -31,16 +33,28 @@ pub fn build(
     model: watch::Receiver<Arc<StrapiModel>>,
     router: watch::Sender<crate::route::Router>,
 ) -> (axum::Router, SocketIo) {
+    let max_payload = config.security.max_payload_bytes;
     let (layer, io) = SocketIo::builder()
         .req_path(config.server.path.clone())
         .max_buffer_size(config.clients.socket_buffer_packets)
+        .max_payload(max_payload)
+        .ws_max_message_size(usize::try_from(max_payload).unwrap_or(usize::MAX))
+        .ws_max_frame_size(usize::try_from(max_payload).unwrap_or(usize::MAX))
         .build_layer();
+    let guard = crate::security::Guard::new(&config.security);
+    let presence = presence::Presence::new(
+        std::time::Duration::from_secs(config.security.presence_stale_secs),
+        Arc::clone(auth.db()),
+    );
     let clients = client_events::ClientEvents::new(
         config,
         resume.router.clone(),
         lookup::EntityLookup::new(config, model.clone()),
+        guard.clone(),
+        presence,
     );
-    socketio::register(&io, auth.clone(), resume, clients);
+    let security_routes = security_http::routes(config, auth.clone(), io.clone());
+    socketio::register(&io, auth.clone(), resume, clients, guard);
     let admin = crate::http::AdminApi::new(config, io.clone(), auth, router, model);
     let origins: Vec<_> = config
         .server
@@ -63,6 +77,7 @@ pub fn build(
     // Every HTTP route has a body limit; socket.io (outside it) has its own buffer limit.
     let app = http::routes(health, io.clone())
         .merge(admin.router())
+        .merge(security_routes)
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::http::MAX_BODY_BYTES,
         ))

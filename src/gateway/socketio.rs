@@ -7,6 +7,10 @@
 //! room's `:draft` twin when it asked for (and may have) the draft view. A handshake with
 //! `auth.offset` resumes: see [`super::resume`].
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::ConnectInfo;
 use serde::Serialize;
 use serde_json::Value;
 use socketioxide::SocketIo;
@@ -21,6 +25,7 @@ use crate::assemble::EventOffset;
 use crate::auth::live::{AuthGeneration, revalidate};
 use crate::auth::{AuthError, Authenticator, HandshakeAuth};
 use crate::route::{Access, Delivery};
+use crate::security::{EventRate, Guard, GuardError, Slot};
 
 /// Per-socket buffer, in packets, unless `clients.socket_buffer_packets` says otherwise.
 /// socketioxide refuses packets beyond it; 128, its default, lost events in bursts here
@@ -33,26 +38,49 @@ pub const SOCKET_BUFFER_PACKETS: usize = 4096;
 pub enum HandshakeError {
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
     #[error("Invalid offset")]
     InvalidOffset,
 }
 
 /// Registers the default namespace with its auth middleware.
-pub fn register(io: &SocketIo, auth: Authenticator, resume: Resume, clients: ClientEvents) {
+pub fn register(
+    io: &SocketIo,
+    auth: Authenticator,
+    resume: Resume,
+    clients: ClientEvents,
+    guard: Guard,
+) {
     let checker = auth.clone();
     let middleware = move |socket: SocketRef, TryData(raw): TryData<Value>| {
         let auth = checker.clone();
+        let guard = guard.clone();
         async move {
             let generation = auth.generation();
+            let ip = client_ip(&guard, &socket);
             let result = async {
+                guard.check_ip(ip)?;
+                guard.check_lockout(ip)?;
+                let slot = guard.acquire(ip)?;
                 let handshake = HandshakeAuth::from_json(raw.ok())?;
-                let access = auth.authenticate(&handshake).await?;
+                let access = match auth.authenticate(&handshake).await {
+                    Ok(access) => access,
+                    Err(e) => {
+                        if e != AuthError::Unavailable {
+                            guard.record_failure(ip);
+                        }
+                        return Err(e.into());
+                    }
+                };
                 let offset = resume_offset(&handshake)?;
-                Ok::<_, HandshakeError>((access, offset))
+                Ok::<_, HandshakeError>((access, offset, slot))
             }
             .await;
             match result {
-                Ok((access, offset)) => {
+                Ok((access, offset, slot)) => {
+                    socket.extensions.insert(Arc::new(slot));
+                    socket.extensions.insert(Arc::new(EventRate::default()));
                     socket.extensions.insert(access);
                     socket.extensions.insert(AuthGeneration(generation));
                     if let Some(offset) = offset {
@@ -62,7 +90,12 @@ pub fn register(io: &SocketIo, auth: Authenticator, resume: Resume, clients: Cli
                 }
                 Err(e) => {
                     crate::metrics::HANDSHAKE_REJECTIONS.inc();
-                    debug!(error = %e, "handshake refused");
+                    if let HandshakeError::Guard(g) = &e {
+                        crate::metrics::CONNECTIONS_REFUSED
+                            .with_label_values(&[guard_reason(*g)])
+                            .inc();
+                    }
+                    debug!(error = %e, %ip, "handshake refused");
                     Err(e)
                 }
             }
@@ -76,7 +109,14 @@ pub fn register(io: &SocketIo, auth: Authenticator, resume: Resume, clients: Cli
         let clients = clients.clone();
         async move {
             crate::metrics::CONNECTIONS.inc();
-            socket.on_disconnect(async || crate::metrics::CONNECTIONS.dec());
+            let presence = clients.presence().clone();
+            socket.on_disconnect(async move |s: SocketRef| {
+                crate::metrics::CONNECTIONS.dec();
+                if let Some(slot) = s.extensions.get::<Arc<Slot>>() {
+                    slot.release();
+                }
+                presence.unregister(&s).await;
+            });
             let rooms = vec![access.room()];
             let broadcast = options.map(|o| o.broadcast()).unwrap_or(true);
             debug!(sid = %socket.id, rooms = ?rooms, broadcast, "socket connected");
@@ -103,6 +143,27 @@ pub fn register(io: &SocketIo, auth: Authenticator, resume: Resume, clients: Cli
         }
     };
     io.ns("/", on_connect.with(middleware));
+}
+
+/// The client's address: the peer (from axum's `ConnectInfo`), or who a trusted proxy says.
+fn client_ip(guard: &Guard, socket: &SocketRef) -> IpAddr {
+    let parts = socket.req_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    guard.client_ip(peer, &parts.headers)
+}
+
+fn guard_reason(e: GuardError) -> &'static str {
+    match e {
+        GuardError::NotAllowed => "ip_not_allowed",
+        GuardError::Denied => "ip_denied",
+        GuardError::MaxConnections => "max_connections",
+        GuardError::PerIp => "max_connections_per_ip",
+        GuardError::LockedOut => "locked_out",
+    }
 }
 
 /// The handshake's resume offset: absent, `null` or `""` for none; otherwise it must be an

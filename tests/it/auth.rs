@@ -18,7 +18,7 @@ use crate::support::{JsClient, TestDatabase, Walcast};
 /// Generous: the machine is shared; nothing here is a timing assertion.
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -155,8 +155,19 @@ pub(crate) async fn create_session(
 
 /// Connects once without reconnecting: `Ok(client)` when connected, `Err(message)` on
 /// `connect_error`.
-async fn handshake(walcast: &Walcast, auth: Value) -> Result<JsClient, String> {
-    let mut client = JsClient::spawn(&walcast.url(), auth, &["--no-reconnect"]).await;
+pub(crate) async fn handshake(walcast: &Walcast, auth: Value) -> Result<JsClient, String> {
+    handshake_at(&walcast.url(), auth, &[]).await
+}
+
+/// [`handshake`] to `url`, with extra client arguments (`--headers`, `--transports`).
+pub(crate) async fn handshake_at(
+    url: &str,
+    auth: Value,
+    extra: &[&str],
+) -> Result<JsClient, String> {
+    let mut args = vec!["--no-reconnect"];
+    args.extend_from_slice(extra);
+    let mut client = JsClient::spawn(url, auth, &args).await;
     let line = client
         .next_matching("connected or connect_error", TIMEOUT, |l| {
             matches!(l["type"].as_str(), Some("connected" | "connect_error"))
@@ -171,7 +182,7 @@ async fn handshake(walcast: &Walcast, auth: Value) -> Result<JsClient, String> {
     }
 }
 
-async fn refused(walcast: &Walcast, auth: Value) -> String {
+pub(crate) async fn refused(walcast: &Walcast, auth: Value) -> String {
     match handshake(walcast, auth.clone()).await {
         Ok(c) => {
             c.close().await;
@@ -181,7 +192,7 @@ async fn refused(walcast: &Walcast, auth: Value) -> String {
     }
 }
 
-async fn accepted(walcast: &Walcast, auth: Value) -> JsClient {
+pub(crate) async fn accepted(walcast: &Walcast, auth: Value) -> JsClient {
     handshake(walcast, auth.clone())
         .await
         .unwrap_or_else(|e| panic!("{auth} refused with {e:?}"))
@@ -189,7 +200,7 @@ async fn accepted(walcast: &Walcast, auth: Value) -> JsClient {
 
 /// Sends the custom event `name` (to `rooms`, or everyone) through the WAL: it reaches each
 /// socket after every event of earlier transactions.
-async fn custom_event(db: &TestDatabase, name: &str, rooms: &[&str]) {
+pub(crate) async fn custom_event(db: &TestDatabase, name: &str, rooms: &[&str]) {
     let body = json!({"event": name, "data": {}, "rooms": rooms}).to_string();
     db.client
         .execute(

@@ -336,6 +336,8 @@ impl TestDatabase {
             walcast::config::Secret::new("test-api-token-salt-0123456789");
         config.strapi.admin_jwt_secret =
             walcast::config::Secret::new("test-admin-jwt-secret-0123456789");
+        // Tests send client events in bursts; tests/it/security.rs sets its own limits.
+        config.security.rate_limit.max_events_per_second = 100_000;
         config
     }
 
@@ -398,8 +400,13 @@ impl Walcast {
 
     /// [`Walcast::start`], with copies of the pipeline's work sent to `taps`.
     pub async fn start_with_taps(config: Config, taps: walcast::service::Taps) -> Self {
+        Self::start_on(config, taps, "127.0.0.1:0").await
+    }
+
+    /// [`Walcast::start_with_taps`] listening on `bind` (`"[::]:0"` for dual stack).
+    pub async fn start_on(config: Config, taps: walcast::service::Taps, bind: &str) -> Self {
         config.validate().expect("test config validates");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(walcast::service::run_with_taps(
@@ -471,6 +478,40 @@ pub async fn http_request(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response).await?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A minimal HTTP/1.1 request (status, body); `headers` as `("Name", "value")`.
+pub async fn http_raw(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method != "GET" {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    stream.write_all(body).await?;
     let mut response = Vec::new();
     tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response).await?;
     let text = String::from_utf8_lossy(&response).into_owned();
