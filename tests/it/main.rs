@@ -10,6 +10,7 @@ mod dashboard;
 mod document_model;
 mod golden;
 mod http_api;
+mod js_client;
 mod leader;
 mod payloads;
 mod presence;
