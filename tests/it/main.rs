@@ -14,6 +14,7 @@ mod js_client;
 mod leader;
 mod payloads;
 mod presence;
+mod readme;
 mod replication;
 mod resume;
 mod security;
