@@ -160,6 +160,7 @@ printf ' up%s\n' "$Z"
 cat <<EOF
 
 ${G}${B}walcast is running${Z}
+  Dashboard:      $HTTP/io/dashboard   (API key from config.toml: walcast-demo-admin-key)
   Health:         $HTTP/healthz   metrics: $HTTP/metrics
   Socket.IO:      $HTTP  (path /socket.io)
   Database:       $DB_URL
