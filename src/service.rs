@@ -228,6 +228,7 @@ pub async fn run_with_taps(
     let auth_db = Arc::new(auth::Db::new(config.clone()));
     let authenticator = auth::Authenticator::new(&config, auth_db, router_rx.clone());
     let auth_changed = Arc::new(Notify::new());
+    claim_replay_dir(&config).await?;
     let replay = {
         let dir = config.delivery.replay_dir.clone();
         let limits = ReplayLimits::from_config(&config.delivery);
@@ -411,6 +412,52 @@ pub async fn run_with_taps(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Offsets are WAL positions of one cluster: a replay log written for another cluster,
+/// database or slot (a re-created cluster, a copied folder) would make walcast take every new
+/// event for one it already logged and drop it. The folder records whose log it is
+/// (`IDENTITY`); a log of someone else is removed, with a warning, before it is opened.
+async fn claim_replay_dir(config: &Config) -> anyhow::Result<()> {
+    let params = ConnectParams::from_config(&config.postgres()).with_tls(config.tls());
+    let (system, database) = crate::replication::identify_system(&params)
+        .await
+        .context("identifying the Postgres cluster (IDENTIFY_SYSTEM)")?;
+    let identity = format!(
+        "system {system} database {database} slot {}\n",
+        config.replication.slot
+    );
+    let dir = config.delivery.replay_dir.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let marker = dir.join("IDENTITY");
+        let recorded = std::fs::read_to_string(&marker).ok();
+        if recorded.as_deref() == Some(identity.as_str()) {
+            return Ok(());
+        }
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "seg") {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            warn!(
+                dir = %dir.display(),
+                segments = removed,
+                was = recorded.as_deref().map(str::trim).unwrap_or("unknown"),
+                "the replay log belonged to another cluster, database or slot: removed"
+            );
+        }
+        std::fs::write(&marker, &identity)
+            .with_context(|| format!("writing {}", marker.display()))?;
+        Ok(())
+    })
+    .await
+    .context("claiming the replay log folder")?
 }
 
 /// While following: no WAL reaches this node, so the permission model is re-read every

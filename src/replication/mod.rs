@@ -135,6 +135,16 @@ pub async fn connect_for_test(params: &ConnectParams) -> Result<(), ConnectError
     probe_connection(params).await.map(|_| ())
 }
 
+/// The cluster's system identifier and the database name, from `IDENTIFY_SYSTEM` on a
+/// walsender connection: what names the WAL a slot's positions belong to.
+pub async fn identify_system(params: &ConnectParams) -> Result<(String, String), ConnectError> {
+    let mut conn = connection::WalSenderConnection::connect(params).await?;
+    let rows = conn.simple_query("IDENTIFY_SYSTEM").await?;
+    let row = rows.first().cloned().unwrap_or_default();
+    let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    Ok((field(0), field(3)))
+}
+
 /// Microseconds between 1970-01-01 and 2000-01-01, the Postgres epoch.
 pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 

@@ -469,3 +469,58 @@ async fn kill_9_during_a_10000_row_replay_loses_nothing() {
     walcast.stop().await;
     db.drop_all().await;
 }
+
+/// A replay log left by another cluster (its last offset far beyond this cluster's WAL) is
+/// not taken for this one's: without the `IDENTITY` check every new event would look already
+/// logged and be dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_log_of_another_cluster_is_not_reused() {
+    use std::sync::Arc;
+    use walcast::assemble::{Action, EventOffset};
+    use walcast::deliver::{ReplayLimits, ReplayLog};
+    use walcast::replication::Lsn;
+    use walcast::route::Delivery;
+
+    let db = TestDatabase::new().await;
+    db.grant("public", "api::tag.tag.find").await;
+    let config = db.config();
+    let dir = config.delivery.replay_dir.clone();
+    {
+        let foreign = ReplayLog::open(&dir, ReplayLimits::from_config(&config.delivery)).unwrap();
+        let payload: walcast::route::SharedPayload =
+            Arc::from(serde_json::value::RawValue::from_string("{}".into()).unwrap());
+        foreign
+            .append(vec![Delivery {
+                event_name: "tag:create".into(),
+                rooms: vec!["io-role-public".into()],
+                payload,
+                offset: EventOffset {
+                    commit_lsn: Lsn(u64::MAX / 2),
+                    sequence: 0,
+                },
+                uid: Arc::from("api::tag.tag"),
+                action: Action::Create,
+                entity_rooms: vec![],
+            }])
+            .unwrap();
+    }
+    std::fs::write(
+        dir.join("IDENTITY"),
+        "system 1 database elsewhere slot walcast\n",
+    )
+    .unwrap();
+
+    let walcast = Walcast::start(config).await;
+    let mut client = JsClient::connect(&walcast.url(), json!({})).await;
+    db.replay("09").await;
+    let args = client.event("tag:create", EVENT_TIMEOUT).await;
+    assert_eq!(args[0]["name"], "rust", "this cluster's event got through");
+    let identity = std::fs::read_to_string(dir.join("IDENTITY")).unwrap();
+    assert!(
+        identity.contains(&format!("slot {}", db.name)),
+        "the folder now names this slot: {identity}"
+    );
+    client.close().await;
+    walcast.stop().await;
+    db.drop_all().await;
+}
