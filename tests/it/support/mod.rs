@@ -463,34 +463,16 @@ pub async fn http_request(
     bearer: Option<&str>,
     body: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    if let Some(token) = bearer {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
+    let authorization = bearer.map(|token| format!("Bearer {token}"));
     let body = body.unwrap_or("");
-    if !body.is_empty() || method != "GET" {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(value) = &authorization {
+        headers.push(("Authorization", value));
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response).await?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    if !body.is_empty() || method != "GET" {
+        headers.push(("Content-Type", "application/json"));
+    }
+    http_raw(addr, method, path, &headers, body.as_bytes()).await
 }
 
 /// A minimal HTTP/1.1 request (status, body); `headers` as `("Name", "value")`.
