@@ -1,0 +1,271 @@
+"""make bench, socket figures (issue 10 items 1-3): walcast's real service (`walcast run`) on the
+bench cluster, driven by real WAL (rows committed in the bench database), against Node
+socket.io-client processes (bench/node-baseline/load.mjs); the Node baseline is a plain
+socket.io@4 server (bench/node-baseline/server.mjs) broadcasting walcast's own payload."""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+
+import run  # noqa: E402  (bench/run.py: psql, progress, RELEASE, REPO)
+
+NODE_DIR = os.path.join(run.REPO, "bench/node-baseline")
+JWT_SECRET = "bench-users-permissions-jwt-secret-0123456789"
+WALCAST_PORT = int(os.environ.get("WALCAST_BENCH_WS_PORT", "54371"))
+NODE_PORT = int(os.environ.get("WALCAST_BENCH_NODE_PORT", "54372"))
+FAN_CLIENTS = int(os.environ.get("WALCAST_BENCH_FAN_CLIENTS", "200"))
+FAN_CHANGES = int(os.environ.get("WALCAST_BENCH_FAN_CHANGES", "2000"))
+LOADERS = int(os.environ.get("WALCAST_BENCH_LOADERS", "4"))
+IDLE_SOCKETS = int(os.environ.get("WALCAST_BENCH_IDLE_SOCKETS", "15000"))
+
+
+def npm_ci():
+    stamp = os.path.join(NODE_DIR, "node_modules/.package-lock.json")
+    lock = os.path.join(NODE_DIR, "package-lock.json")
+    if not os.path.exists(stamp) or os.path.getmtime(stamp) < os.path.getmtime(lock):
+        run.progress("npm ci --prefix bench/node-baseline (socket.io 4.8.1, socket.io-client 4.8.4)")
+        run.sh("npm", "ci", "--prefix", NODE_DIR, "--no-audit", "--no-fund")
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def user_jwt(user_id=1):
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"id": user_id, "iat": int(time.time())}).encode())
+    sig = b64(hmac.new(JWT_SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+    return f"{head}.{body}.{sig}"
+
+
+def wait_port(port, proc, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"process on port {port} exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling", timeout=1).read()
+            return
+        except Exception:
+            time.sleep(0.2)
+    raise SystemExit(f"nothing answers on port {port}")
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Walcast:
+    def __init__(self, url, slot):
+        self.dir = tempfile.mkdtemp(prefix="walcast-bench-")
+        self.config = os.path.join(self.dir, "walcast.toml")
+        with open(self.config, "w") as f:
+            f.write(f"""[database]
+url = "{url}"
+[replication]
+slot = "{slot}"
+publication = "{run.PUB}"
+[server]
+listen = "127.0.0.1:{WALCAST_PORT}"
+[strapi]
+jwt_secret = "{JWT_SECRET}"
+api_token_salt = "bench-api-token-salt-0123456789"
+admin_jwt_secret = "bench-admin-jwt-secret-0123456789"
+[[content_types]]
+uid = "api::article.article"
+actions = ["create", "update", "delete", "publish", "unpublish"]
+[security]
+require_authentication = true
+max_connections = 100000
+rate_limit = {{ max_events_per_second = 10, max_connections_per_ip = 100000 }}
+[delivery]
+replay_dir = "{self.dir}/replay"
+[clients]
+socket_buffer_packets = 65536
+""")
+        exe = os.path.join(run.RELEASE, "walcast")
+        run.sh(exe, "setup", "--config", self.config)
+        self.log = open(os.path.join(self.dir, "walcast.log"), "w")
+        self.proc = subprocess.Popen([exe, "run", "--config", self.config], stdout=self.log, stderr=self.log,
+                                     env={**os.environ, "RUST_LOG": os.environ.get("WALCAST_BENCH_LOG", "warn")})
+        wait_port(WALCAST_PORT, self.proc)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+class Loaders:
+    """`clients` socket.io-client connections over LOADERS Node processes."""
+
+    def __init__(self, port, clients, expect=0, latency=False, sample=None, loaders=LOADERS):
+        self.procs = []
+        per = [clients // loaders + (1 if i < clients % loaders else 0) for i in range(loaders)]
+        for i, n in enumerate(p for p in per if p):
+            args = ["node", os.path.join(NODE_DIR, "load.mjs"), "--url", f"http://127.0.0.1:{port}",
+                    "--clients", str(n), "--auth", json.dumps({"token": user_jwt()}), "--expect", str(expect)]
+            if latency:
+                args.append("--latency")
+            if sample and i == 0:
+                args += ["--sample", sample]
+            self.procs.append(subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for p in self.procs:
+            line = p.stdout.readline()
+            if '"ready"' not in line:
+                raise SystemExit(f"load client did not connect: {line!r}")
+
+    def results(self, timeout=120):
+        """Each process's result line: when its clients have all expected events, or `done`
+        sent at the timeout (stdin stays open until then: EOF would end the count)."""
+        def stop_all():
+            for p in self.procs:
+                if p.poll() is None:
+                    try:
+                        p.stdin.write("done\n")
+                        p.stdin.flush()
+                    except OSError:
+                        pass
+        timer = threading.Timer(timeout, stop_all)
+        timer.start()
+        try:
+            return [json.loads(p.stdout.readline()) for p in self.procs]
+        finally:
+            timer.cancel()
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.stdin.close()
+                p.wait(timeout=30)
+
+
+def insert_articles(url, n, first_id):
+    run.psql(url, f"""INSERT INTO articles (id, document_id, title, slug, body, views, secret_note, created_at, updated_at, published_at, locale)
+      SELECT i, substr(md5(i::text), 1, 24), 'Article ' || i, 'article-' || i,
+             repeat('Lorem ipsum dolor sit amet. ', 8), i % 1000, 'secret ' || i, now(), now(), now(), 'en'
+      FROM generate_series({first_id}, {first_id + n - 1}) i""")
+
+
+def update_articles(url, first_id, n, per_txn):
+    """n published articles updated, per_txn a transaction (real WAL, one event each)."""
+    run.psql(url, f"""DO $$ BEGIN
+      FOR t IN 0..{(n + per_txn - 1) // per_txn - 1} LOOP
+        UPDATE articles SET views = views + 1, updated_at = now()
+         WHERE id BETWEEN {first_id} + t * {per_txn} AND least({first_id + n - 1}, {first_id} + (t + 1) * {per_txn} - 1);
+        COMMIT;
+      END LOOP; END $$""")
+
+
+def paced_updates(url, first_id, n, per_s):
+    """n single-row commits at per_s a second, synchronous_commit on; title = commit-side clock."""
+    run.psql(url, f"""SET synchronous_commit = on; DO $$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN
+      FOR i IN 0..{n - 1} LOOP
+        PERFORM pg_sleep(greatest(0, extract(epoch FROM t0 + i * interval '{1000 / per_s} ms' - clock_timestamp())));
+        UPDATE articles SET title = 'lat:' || (extract(epoch FROM clock_timestamp()) * 1000)::text, updated_at = now()
+         WHERE id = {first_id} + i % 100;
+        COMMIT;
+      END LOOP; END $$""")
+
+
+def rate(results):
+    total = sum(r["received"] for r in results)
+    first = min(r["first"] for r in results if r["first"])
+    last = max(r["last"] for r in results)
+    return total, total / max((last - first) / 1000, 1e-9)
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q / 100 * len(xs)))] if xs else float("nan")
+
+
+def fanout(url, runs):
+    """Deliveries/s, walcast (real WAL: FAN_CHANGES article updates, 100 per transaction) vs Node."""
+    npm_ci()
+    insert_articles(url, FAN_CHANGES, 20_000_001)
+    run.psql(url, "SELECT pg_create_logical_replication_slot('bench_ws', 'pgoutput')")
+    wal = Walcast(url, "bench_ws")
+    sample = os.path.join(wal.dir, "payload.json")
+    node = subprocess.Popen(["node", os.path.join(NODE_DIR, "server.mjs"), "--port", str(NODE_PORT)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    node.stdout.readline()
+    figures = {"walcast": [], "node": []}
+    try:
+        for i in range(runs):
+            loaders = Loaders(WALCAST_PORT, FAN_CLIENTS, expect=FAN_CHANGES, sample=sample if i == 0 else None)
+            update_articles(url, 20_000_001, FAN_CHANGES, 100)
+            total, r = rate(loaders.results())
+            loaders.close()
+            figures["walcast"].append(r)
+            run.progress(f"fan-out run {i + 1}/{runs}: walcast {r:>10,.0f} deliveries/s ({total:,} delivered)")
+            loaders = Loaders(NODE_PORT, FAN_CLIENTS, expect=FAN_CHANGES)
+            node.stdin.write(f"emit {FAN_CHANGES} {sample}\n")
+            node.stdin.flush()
+            total, r = rate(loaders.results())
+            node.stdout.readline()
+            loaders.close()
+            figures["node"].append(r)
+            run.progress(f"fan-out run {i + 1}/{runs}: node    {r:>10,.0f} deliveries/s ({total:,} delivered)")
+    finally:
+        node.stdin.close()
+        node.wait(timeout=30)
+        wal.stop()
+    return figures, wal
+
+
+def latency(url, clients, changes, per_s):
+    run.psql(url, f"SELECT pg_create_logical_replication_slot('bench_lat{clients}', 'pgoutput')")
+    wal = Walcast(url, f"bench_lat{clients}")
+    try:
+        loaders = Loaders(WALCAST_PORT, clients, expect=changes, latency=True)
+        run.progress(f"latency: {clients} subscribers connected, committing {changes:,} changes at {per_s:,}/s")
+        paced_updates(url, 20_000_001, changes, per_s)
+        res = loaders.results(timeout=60)
+        loaders.close()
+    finally:
+        wal.stop()
+    lat = [x for r in res for x in r["latencies"]]
+    return {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat) if lat else float("nan"),
+            "samples": len(lat), "expected": clients * changes}
+
+
+def idle_memory(url, sockets):
+    nofile = raise_nofile()
+    run.psql(url, "SELECT pg_create_logical_replication_slot('bench_idle', 'pgoutput')")
+    wal = Walcast(url, "bench_idle")
+    try:
+        time.sleep(1)
+        base = rss_kb(wal.proc.pid)
+        loaders = Loaders(WALCAST_PORT, sockets, loaders=max(LOADERS, sockets // 2500))
+        time.sleep(2)
+        full = rss_kb(wal.proc.pid)
+        run.progress(f"idle memory: {sockets:,} authenticated sockets, RSS {base / 1024:.0f} → {full / 1024:.0f} MB")
+        loaders.close()
+        time.sleep(3)
+        after = rss_kb(wal.proc.pid)
+    finally:
+        wal.stop()
+    return {"base": base, "full": full, "after": after, "per_socket": (full - base) * 1024 / sockets,
+            "nofile": nofile, "sockets": sockets}
