@@ -18,26 +18,12 @@ use walcast::config::Config;
 use walcast::replication::Lsn;
 use walcast::route::permissions::RoleGrants;
 use walcast::route::{PermissionModel, Router};
-use walcast::strapi::{ContentTypes, StrapiModel};
+
+mod support;
+use support::fixture_model;
 
 const ROLES: i64 = 10;
 const SUBSCRIBERS: usize = 10_000;
-
-fn fixture_model() -> StrapiModel {
-    let boot = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/strapi-5.54/replay/00-boot.sql"
-    ))
-    .unwrap();
-    let line = boot
-        .lines()
-        .find(|l| l.contains("'strapi_content_types_schema'"))
-        .unwrap();
-    let start = line.find("'strapi_content_types_schema', '").unwrap()
-        + "'strapi_content_types_schema', '".len();
-    let end = line.rfind("', 'object'").unwrap();
-    StrapiModel::new(ContentTypes::from_core_store(&line[start..end].replace("''", "'")).unwrap())
-}
 
 fn permissions() -> PermissionModel {
     let mut roles = BTreeMap::new();

@@ -20,6 +20,7 @@ const { values: o } = parseArgs({
     latency: { type: 'boolean', default: false }, sample: { type: 'string' },
   },
 });
+process.stdout.on('error', () => process.exit(0));
 const now = () => performance.timeOrigin + performance.now();
 const n = Number(o.clients), expect = Number(o.expect) * n;
 const auth = JSON.parse(o.auth);
