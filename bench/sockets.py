@@ -108,8 +108,16 @@ socket_buffer_packets = 65536
         run.sh(exe, "setup", "--config", self.config)
         self.log = open(os.path.join(self.dir, "walcast.log"), "w")
         self.proc = subprocess.Popen([exe, "run", "--config", self.config], stdout=self.log, stderr=self.log,
-                                     env={**os.environ, "RUST_LOG": os.environ.get("WALCAST_BENCH_LOG", "warn")})
+                                     env={**os.environ, "RUST_LOG": os.environ.get(
+                                         "WALCAST_BENCH_LOG", "warn,walcast::replication::stream=info")})
         wait_port(WALCAST_PORT, self.proc)
+        # The HTTP side answers before the document index snapshot is loaded and streaming
+        # starts: wait for streaming, or latency and memory would include the snapshot.
+        deadline = time.monotonic() + 120
+        while "replication streaming" not in open(self.log.name).read():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise SystemExit(f"walcast did not start streaming (see {self.log.name})")
+            time.sleep(0.1)
 
     def stop(self):
         self.proc.terminate()
