@@ -76,7 +76,8 @@ clean-pg:
 	scripts/pg-cluster.sh clean demo
 
 # Benchmarks: never part of `make test`. The bench cluster is stopped at the end unless it was
-# already running. WALCAST_BENCH_RUNS (default 5) sets the runs per figure.
+# already running. WALCAST_BENCH_RUNS (default 5) sets the runs per figure. The socket benches
+# (bench/sockets.py) need Node (npm ci of bench/node-baseline) and raise RLIMIT_NOFILE themselves.
 bench:
 	$(call say,"building walcast in release (cargo build --release --examples --bins)")
 	$(CARGO) build --release --examples --bins
@@ -85,5 +86,7 @@ bench:
 	else \
 	    trap 'printf "\n==> stopping the bench Postgres cluster\n"; scripts/pg-cluster.sh stop bench' EXIT; \
 	fi; \
+	printf '\n==> permission + sanitize cost per change (cargo bench --bench route_cost)\n'; \
+	$(CARGO) bench --bench route_cost -- --warm-up-time 1 --measurement-time 3 2>&1 | tee target/route_cost.txt; \
 	printf '\n==> running the benchmarks (bench/run.py)\n'; \
 	python3 bench/run.py

@@ -4,6 +4,10 @@ writes bench/results.md. Every figure is the median of RUNS runs; each contender
 runs in the same invocation, interleaved with it (the order rotates every round), and ratios
 are taken round by round. Timings are never pass/fail: nothing here fails on a slow figure.
 
+Socket figures (fan-out vs Node socket.io, latency, idle memory) are in bench/sockets.py (sizes:
+WALCAST_BENCH_SOCKET_RUNS, _FAN_CLIENTS, _FAN_CHANGES, _LAT_CHANGES, _ROOM_CLIENTS, _IDLE_SOCKETS);
+the route-cost figure is read from target/route_cost.txt (`cargo bench --bench route_cost`).
+
 Environment: WALCAST_BENCH_RUNS (default 5), WALCAST_BENCH_TXNS (default 200 transactions of
 1,000 articles rows + 1,000 articles_category_lnk rows), WALCAST_PG_BENCH_PORT (cluster port).
 """
@@ -20,7 +24,7 @@ RUNS = int(os.environ.get("WALCAST_BENCH_RUNS", "5"))
 TXNS = int(os.environ.get("WALCAST_BENCH_TXNS", "200"))
 ROWS_PER_TXN = 1000
 BIG_ROWS = int(os.environ.get("WALCAST_BENCH_BIG_ROWS", "1000000"))
-BIG_RUNS = int(os.environ.get("WALCAST_BENCH_BIG_RUNS", "3"))
+BIG_RUNS = int(os.environ.get("WALCAST_BENCH_BIG_RUNS", "2"))
 DB = "walcast_bench"
 TEMPLATE = "walcast_bench_template_06"
 # Schema, first boot, admin, full-access API token, fr locale, a user, Authenticated may read articles.
@@ -233,6 +237,23 @@ def throughput(url):
     return rows, end, results, notes
 
 
+SOCKET_RUNS = int(os.environ.get("WALCAST_BENCH_SOCKET_RUNS", "3"))
+
+
+def route_cost():
+    """The criterion figure `make bench` wrote to target/route_cost.txt (middle of `time: [...]`)."""
+    path = os.path.join(REPO, "target/route_cost.txt")
+    try:
+        line = next(l for l in open(path) if "time:" in l)
+    except (OSError, StopIteration):
+        return "## Permission + sanitize cost per change\n\n(not measured: run `make bench`)\n\n", []
+    value, unit = line.split("[", 1)[1].split()[2:4]
+    micros = float(value) * {"ns": 0.001, "µs": 1.0, "us": 1.0, "ms": 1000.0}[unit]
+    md = ("## Permission + sanitize cost per change\n\n| `cargo bench --bench route_cost` (criterion) | Estimate | Target |\n|---|---|---|\n"
+          f"| one change, 10 roles, 10,000 subscribers in role rooms; route + sanitize + serialize; 0 DB queries | {micros:.1f} µs | ≤ 50 µs |\n\n")
+    return md, ([f"- route cost: {micros:.1f} µs per change, over 50 µs."] if micros > 50 else [])
+
+
 def machine():
     def first(cmd):
         try:
@@ -266,6 +287,10 @@ def main():
     url = fresh_database(base)
     rows, end, tp, notes = throughput(url)
     rss, big_seconds, big_note = big_transaction_rss(url)
+    sys.modules.setdefault("run", sys.modules[__name__])
+    import sockets  # bench/sockets.py: fan-out, latency, idle memory (needs this module's helpers)
+    socket_md, socket_misses, socket_conditions = sockets.section(url, SOCKET_RUNS)
+    route_md, route_misses = route_cost()
     m["load_after"] = " ".join(open("/proc/loadavg").read().split()[:3])
     rec, dec, wal = tp["pg_recvlogical"], tp["decode-only"], tp["walcast"]
     vs_rec = [w / r for w, r in zip(wal, rec)]
@@ -301,7 +326,8 @@ def main():
         misses.append(f"- walcast ÷ decode-only: {median(vs_dec):.2f}×, short of 0.8×.")
     if median(rss["walcast"]) > 256:
         misses.append(f"- {BIG_ROWS:,}-row transaction peak RSS: {median(rss['walcast']):.0f} MB, {median(rss['walcast']) - 256:.0f} MB over 256 MB.")
-    print("\n" + table + "\n\n" + big_table + "\n")
+    misses += socket_misses + route_misses
+    print("\n" + table + "\n\n" + big_table + "\n\n" + socket_md + route_md)
     conditions = f"""## Conditions
 
 - Date: {m['date']}; walcast commit {m['walcast']} (release build, `cargo build --release --examples --bins`).
@@ -325,10 +351,16 @@ def main():
 - Big transaction: one transaction of {BIG_ROWS:,} `articles` rows (published), one slot per
   contender and run made before it; peak RSS is the process's ru_maxrss (snapshot included for
   walcast). Last walcast report: `{big_note}`.
+{socket_conditions}- Route cost: `cargo bench --bench route_cost` (criterion, run by `make bench` before this
+  script; its output is in target/route_cost.txt): 10 users-permissions roles (5 may read
+  articles), one article update routed (rooms chosen), sanitized and serialized per iteration;
+  no database client exists in that process (zero queries). Subscribers sit in role rooms, so
+  the figure does not depend on their number (10,000 assumed, 1,000 per role).
 - Last run's own reports: decode-only `{notes.get('decode-only', '')}`; walcast `{notes.get('walcast', '')}`.
 """
     md = "# walcast benchmark results (`make bench`)\n\n## Decode + map + route throughput (one slot)\n\n" + table + "\n\n"
     md += "## Peak memory of one large transaction\n\n" + big_table + "\n\n"
+    md += socket_md + route_md
     md += ("### Targets missed\n\n" + "\n".join(misses) + "\n\n") if misses else "All targets above met.\n\n"
     profile = os.path.join(REPO, "bench/profile.md")
     if misses and os.path.exists(profile):

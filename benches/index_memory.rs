@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use walcast::assemble::DocumentIndex;
 use walcast::assemble::index::{Cell, RowSource};
-use walcast::strapi::{ContentTypes, StrapiModel, TableRole};
+use walcast::strapi::{StrapiModel, TableRole};
+
+mod support;
 
 struct Counting;
 
@@ -57,19 +59,7 @@ impl RowSource for Row {
 }
 
 fn fixture_model() -> std::sync::Arc<StrapiModel> {
-    let boot = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/strapi-5.54/replay/00-boot.sql"
-    ))
-    .unwrap();
-    let line = boot
-        .lines()
-        .find(|l| l.contains("'strapi_content_types_schema'"))
-        .unwrap();
-    let start = line.find("'strapi_content_types_schema', '").unwrap()
-        + "'strapi_content_types_schema', '".len();
-    let end = line.rfind("', 'object'").unwrap();
-    let mut types = ContentTypes::from_core_store(&line[start..end].replace("''", "'")).unwrap();
+    let mut types = support::fixture_types();
     types
         .components
         .insert("shared.seo".into(), "components_shared_seos".into());
