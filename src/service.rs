@@ -140,6 +140,15 @@ pub async fn setup(
     let model = StrapiModel::load_for(client, &config.strapi)
         .await
         .context("reading the Strapi schema")?;
+    setup_for(config, client, &model).await
+}
+
+/// [`setup`] for a model already loaded.
+async fn setup_for(
+    config: &Config,
+    client: &tokio_postgres::Client,
+    model: &StrapiModel,
+) -> anyhow::Result<Vec<String>> {
     let wanted = model.catalog.watched_tables();
     let tables = slot::existing_tables(client, &wanted).await?;
     let mut changes = Vec::new();
@@ -301,13 +310,13 @@ pub async fn run_with_taps(
         never = follow_permissions(&auth_changed) => match never {},
     };
     if let Some(leadership) = leadership {
-        for change in setup(&config, &client).await? {
-            info!("setup: {change}");
-        }
         // The schema may have changed while following.
         let model = StrapiModel::load_for(&client, &config.strapi)
             .await
             .context("reading the Strapi schema")?;
+        for change in setup_for(&config, &client, &model).await? {
+            info!("setup: {change}");
+        }
         let plans = Arc::new(PayloadPlans::build(&model, &populate));
         {
             let plans = Arc::clone(&plans);
@@ -737,7 +746,14 @@ impl Pipeline {
     /// Strapi rewrote its schema row: new model, publication extended to new tables, new
     /// index.
     async fn reload_schema(&mut self) {
-        match setup(&self.config, &self.client).await {
+        let model = match StrapiModel::load_for(&self.client, &self.config.strapi).await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "schema reload failed; keeping the previous schema");
+                return;
+            }
+        };
+        match setup_for(&self.config, &self.client, &model).await {
             Ok(changes) => {
                 for change in changes {
                     info!("setup after schema change: {change}");
@@ -747,13 +763,6 @@ impl Pipeline {
                 warn!(error = %e, "updating the publication after a schema change failed; new tables are not watched until `walcast setup` runs")
             }
         }
-        let model = match StrapiModel::load_for(&self.client, &self.config.strapi).await {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "schema reload failed; keeping the previous schema");
-                return;
-            }
-        };
         match snapshot::load(&self.client, &model.catalog).await {
             Ok(index) => {
                 info!(

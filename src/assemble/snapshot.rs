@@ -12,6 +12,7 @@ use tracing::info;
 
 use super::index::{Cell, DocumentIndex, RowSource};
 use crate::replication::Lsn;
+use crate::replication::slot::quote_ident;
 use crate::strapi::{Catalog, TableRole};
 
 impl RowSource for SimpleQueryRow {
@@ -31,10 +32,6 @@ impl RowSource for SimpleQueryRow {
             })
             .collect()
     }
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Reads every attributed table into a new index. Tables that do not exist are skipped.

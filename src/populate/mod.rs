@@ -29,6 +29,7 @@ use tokio_postgres::{Client, Statement};
 
 use crate::assemble::event::Entry;
 use crate::assemble::{Action, TransactionEvents, View};
+use crate::replication::slot::quote_ident;
 use crate::replication::value::decode_text;
 use crate::strapi::{ContentType, StrapiModel, naming};
 use plan::{ChildKind, Level, PayloadPlans};
@@ -95,10 +96,6 @@ struct Fetched {
 pub struct Populator {
     columns: HashMap<String, Arc<Vec<(String, u32)>>>,
     statements: HashMap<String, Statement>,
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The first four columns of every populate query: parent id, parent view, order, link id.
