@@ -347,7 +347,20 @@ impl Default for ClientsConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
+    /// Enables clustering: `redis://host:port/?protocol=resp3` (RESP3 is required).
     pub url: Option<String>,
+    /// The prefix of every key and channel walcast uses; default `walcast:<slot>`, so
+    /// clusters on other slots (and Node socket.io servers) can share the Redis.
+    pub prefix: Option<String>,
+}
+
+impl RedisConfig {
+    /// The key prefix in effect for `slot`.
+    pub fn prefix_for(&self, slot: &str) -> String {
+        self.prefix
+            .clone()
+            .unwrap_or_else(|| format!("walcast:{slot}"))
+    }
 }
 
 /// One problem found in the configuration.
@@ -825,12 +838,13 @@ impl Config {
             );
         }
         if let Some(url) = &self.redis.url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+            && (!url.starts_with("redis://")
+                || !url.to_ascii_lowercase().contains("protocol=resp3"))
         {
             invalid(
                 "redis.url",
                 url,
-                "redis://host:port/?protocol=resp3 (or rediss://)",
+                "redis://host:port/?protocol=resp3 (RESP3 is required by the Socket.IO adapter)",
             );
         }
         if errors.is_empty() {

@@ -25,6 +25,7 @@
 
 pub mod assemble;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod deliver;
 pub mod demo;

@@ -98,6 +98,24 @@ pub static DROPPED_DELIVERIES: LazyLock<IntCounter> = LazyLock::new(|| {
         "events a socket could not be given because its send queue was full (the socket is disconnected and can resume)",
     )
 });
+pub static CLUSTER_PUBLISHED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_cluster_published_deliveries_total",
+        "deliveries the leader added to the cluster stream in Redis",
+    )
+});
+pub static CLUSTER_FOLLOWED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_cluster_followed_deliveries_total",
+        "deliveries this node read from the cluster stream (as a follower) and logged",
+    )
+});
+pub static CLUSTER_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "walcast_cluster_errors_total",
+        "failed Redis operations of the cluster (retried) and skipped damaged stream entries",
+    )
+});
 pub static SLOW_CONSUMER_DISCONNECTS: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         "walcast_slow_consumer_disconnects_total",
@@ -356,6 +374,9 @@ pub fn render() -> String {
         &*DELIVERIES,
         &*EMIT_ERRORS,
         &*DROPPED_DELIVERIES,
+        &*CLUSTER_PUBLISHED,
+        &*CLUSTER_FOLLOWED,
+        &*CLUSTER_ERRORS,
         &*SLOW_CONSUMER_DISCONNECTS,
         &*CLIENT_EVENTS,
         &*ENTITY_SUBSCRIPTIONS,

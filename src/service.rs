@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide_core::adapter::DefinedAdapter;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +20,7 @@ use crate::assemble::{
     TransactionBuffer, TransactionEvents, fold_transaction, snapshot,
 };
 use crate::auth;
+use crate::cluster::{Cluster, DeliveryFeed};
 use crate::config::Config;
 use crate::deliver::{Handoff, ReplayLimits, ReplayLog};
 use crate::gateway::{self, Health, Resume};
@@ -217,6 +220,60 @@ pub async fn run_with_taps(
     shutdown: CancellationToken,
     taps: Taps,
 ) -> anyhow::Result<()> {
+    let Some(url) = config.redis.url.clone() else {
+        let node = Node {
+            builder: SocketIo::builder(),
+            cluster: None,
+            init: Box::new(|()| Box::pin(async { Ok(()) })),
+        };
+        return run_node(node, config, listener, shutdown, taps).await;
+    };
+    // Clustered: the Socket.IO server on socketioxide's Redis adapter, and the shared stream.
+    let prefix = config.redis.prefix_for(&config.replication.slot);
+    let cluster = Cluster::new(&url, &prefix).context("redis.url")?;
+    let adapter = socketioxide_redis::RedisAdapterCtr::new_with_redis_config(
+        cluster.client(),
+        socketioxide_redis::RedisAdapterConfig::new().with_prefix(prefix.clone()),
+    )
+    .await
+    .with_context(|| {
+        "connecting the Socket.IO Redis adapter (redis.url must name a reachable Redis 7+ and ask for ?protocol=resp3)"
+    })?;
+    info!(%prefix, "clustered through Redis");
+    let node = Node {
+        builder: SocketIo::builder().with_adapter::<socketioxide_redis::RedisAdapter<
+            socketioxide::adapter::Emitter,
+        >>(adapter),
+        cluster: Some(cluster),
+        init: Box::new(|init| {
+            Box::pin(async move {
+                init.await
+                    .map_err(|e| anyhow::anyhow!("subscribing the Socket.IO Redis adapter: {e}"))
+            })
+        }),
+    };
+    run_node(node, config, listener, shutdown, taps).await
+}
+
+/// How one node's Socket.IO server is made: its builder (adapter chosen), the cluster it is
+/// part of, and how its namespace's initialisation is completed.
+struct Node<A: Adapter> {
+    builder: socketioxide::SocketIoBuilder<A>,
+    cluster: Option<Cluster>,
+    #[allow(clippy::type_complexity)]
+    init: Box<
+        dyn FnOnce(A::InitRes) -> futures_util::future::BoxFuture<'static, anyhow::Result<()>>
+            + Send,
+    >,
+}
+
+async fn run_node<A: Adapter + DefinedAdapter>(
+    node: Node<A>,
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    taps: Taps,
+) -> anyhow::Result<()> {
     let client = connect_sql(&config).await?;
     let model = StrapiModel::load_for(&client, &config.strapi)
         .await
@@ -252,7 +309,8 @@ pub async fn run_with_taps(
         router: router_rx.clone(),
     };
     let (model_tx, model_rx) = watch::channel(Arc::clone(&model));
-    let (app, io) = gateway::build(
+    let (app, io, init) = gateway::build(
+        node.builder,
         &config,
         Arc::clone(&health),
         authenticator.clone(),
@@ -260,6 +318,10 @@ pub async fn run_with_taps(
         model_rx,
         router_tx.clone(),
     );
+    (node.init)(init).await?;
+    let feed = node
+        .cluster
+        .map(|c| Arc::new(DeliveryFeed::new(c, config.delivery.replay_max_events)));
     let addr = listener.local_addr()?;
     info!(%addr, path = %config.server.path, "walcast listening");
 
@@ -305,10 +367,37 @@ pub async fn run_with_taps(
 
     // Only the leader consumes the slot. A follower serves its sockets and, seeing no WAL,
     // re-reads the permission model every second so revocations still reach them.
+    // Clustered, a follower also follows the leader's deliveries in Redis and emits them to
+    // its own sockets; when it takes the lead, it first reads the stream to its end.
+    let stop_following = CancellationToken::new();
+    let following = feed.as_ref().map(|feed| {
+        let (feed, replay, io, stop) = (
+            Arc::clone(feed),
+            replay.clone(),
+            io.clone(),
+            stop_following.clone(),
+        );
+        tokio::spawn(async move { feed.follow(&replay, &io, &stop).await })
+    });
     let leadership = tokio::select! {
         leadership = Leadership::acquire(&config, &shutdown, &health.following) => leadership,
         never = follow_permissions(&auth_changed) => match never {},
     };
+    stop_following.cancel();
+    if let Some(following) = following {
+        match following.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if leadership.is_some() => {
+                return Err(anyhow::Error::from(e)
+                    .context("reading the cluster stream to its end before taking the lead"));
+            }
+            Ok(Err(e)) => warn!(error = %e, "stopped following the cluster stream"),
+            Err(e) => return Err(anyhow::anyhow!("cluster follower failed: {e}")),
+        }
+    }
+    if let Some(feed) = &feed {
+        feed.publish_after(replay.last());
+    }
     if let Some(leadership) = leadership {
         // The schema may have changed while following.
         let model = StrapiModel::load_for(&client, &config.strapi)
@@ -372,6 +461,7 @@ pub async fn run_with_taps(
             let health = Arc::clone(&health);
             let config_for_pipeline = config.clone();
             let router_tx_for_pipeline = router_tx.clone();
+            let shutdown_for_pipeline = shutdown.clone();
             let buffer = TransactionBuffer::new(
                 config.replication.max_buffered_changes,
                 config.replication.spill_dir.clone(),
@@ -393,6 +483,8 @@ pub async fn run_with_taps(
                     replay,
                     handoff,
                     io,
+                    feed,
+                    shutdown: shutdown_for_pipeline,
                     health,
                     taps,
                 };
@@ -479,11 +571,15 @@ async fn follow_permissions(changed: &Notify) -> std::convert::Infallible {
 }
 
 /// Emits the custom events among `messages` (prefix `walcast`); counts and logs bad ones.
-async fn deliver_custom(io: &SocketIo, messages: &[crate::assemble::LogicalMessage]) {
+async fn deliver_custom<A: Adapter>(
+    io: &SocketIo<A>,
+    messages: &[crate::assemble::LogicalMessage],
+    clustered: bool,
+) {
     use crate::route::custom::{MESSAGE_PREFIX, parse_custom_event};
     for message in messages.iter().filter(|m| m.prefix == MESSAGE_PREFIX) {
         match parse_custom_event(&message.content) {
-            Ok(event) => gateway::socketio::emit_custom(io, &event).await,
+            Ok(event) => gateway::socketio::emit_custom(io, &event, clustered).await,
             Err(e) => {
                 crate::metrics::CUSTOM_EVENTS_INVALID.inc();
                 warn!(lsn = %message.lsn, error = %e, "ignoring custom event message");
@@ -544,7 +640,7 @@ async fn probe_slot_lag(config: Config) {
 
 /// The stages after replication, owned by one task: assemble, fold, populate, route, log,
 /// emit.
-struct Pipeline {
+struct Pipeline<A: Adapter> {
     config: Config,
     client: tokio_postgres::Client,
     model: Arc<StrapiModel>,
@@ -566,7 +662,10 @@ struct Pipeline {
     model_view: watch::Sender<Arc<StrapiModel>>,
     replay: ReplayLog,
     handoff: Handoff,
-    io: SocketIo,
+    io: SocketIo<A>,
+    /// Clustered: the stream the other nodes follow.
+    feed: Option<Arc<DeliveryFeed>>,
+    shutdown: CancellationToken,
     health: Arc<Health>,
     taps: Taps,
 }
@@ -580,7 +679,7 @@ enum PipelineError {
     Spill(#[from] SpillError),
 }
 
-impl Pipeline {
+impl<A: Adapter> Pipeline<A> {
     /// Assembles, folds, routes, logs and emits, in WAL order; reports each transaction
     /// handed off. Ends when replication stops, when a spilled transaction cannot be read
     /// back, or when the replay log cannot be written (nothing may be confirmed to Postgres
@@ -598,7 +697,12 @@ impl Pipeline {
             match buffer.push(event)? {
                 None => {}
                 Some(Assembled::Message(message)) => {
-                    deliver_custom(&self.io, std::slice::from_ref(&message)).await;
+                    deliver_custom(
+                        &self.io,
+                        std::slice::from_ref(&message),
+                        self.feed.is_some(),
+                    )
+                    .await;
                 }
                 Some(Assembled::Transaction(tx)) => {
                     let span = info_span!("transaction", commit_lsn = %tx.commit_lsn, spilled = tx.is_spilled());
@@ -690,7 +794,11 @@ impl Pipeline {
                     tokio::task::yield_now().await;
                 }
             }
-            deliver_custom(&self.io, &window.messages).await;
+            // The other nodes get them before the slot may pass them.
+            if let Some(feed) = &self.feed {
+                feed.publish_retrying(&deliveries, &self.shutdown).await;
+            }
+            deliver_custom(&self.io, &window.messages, self.feed.is_some()).await;
             schema_changed |= events.schema_changed;
             if self.taps.transactions.is_some() {
                 tapped.push(events);

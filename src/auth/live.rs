@@ -1,7 +1,7 @@
 //! Permission changes on live sockets (spec §5): reload the model when Strapi's auth tables
 //! change, then move or disconnect the sockets it no longer admits, within a second.
 //!
-//! The pipeline only signals that an auth table changed ([`Reloader::notifier`]); a role edit
+//! The pipeline only signals that an auth table changed ([`Reloader<A>::notifier`]); a role edit
 //! arrives as many small transactions, so the reloader settles them: it waits
 //! [`SETTLE`] after the first signal (signals meanwhile join the same reload) and then loads the
 //! model, so reloads are at least [`SETTLE`] apart and happen within about that long of the
@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -39,11 +40,11 @@ pub const SETTLE: Duration = Duration::from_millis(200);
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
 
 /// Reloads the permission model when told, and applies it to live sockets.
-pub struct Reloader {
+pub struct Reloader<A: Adapter> {
     pub config: Config,
     pub auth: Authenticator,
     pub router: watch::Sender<Router>,
-    pub io: SocketIo,
+    pub io: SocketIo<A>,
     pub changed: Arc<Notify>,
 }
 
@@ -52,7 +53,7 @@ pub struct Reloader {
 #[derive(Debug, Clone, Copy)]
 pub struct AuthGeneration(pub u64);
 
-impl Reloader {
+impl<A: Adapter> Reloader<A> {
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(EXPIRY_TICK);
@@ -114,7 +115,7 @@ impl Reloader {
 }
 
 /// This node's sockets (none once the server is closing).
-fn local_sockets(io: &SocketIo) -> Vec<SocketRef> {
+fn local_sockets<A: Adapter>(io: &SocketIo<A>) -> Vec<SocketRef<A>> {
     io.of("/").map(|ns| ns.sockets()).unwrap_or_default()
 }
 
@@ -140,8 +141,12 @@ enum Verdict {
 
 /// Checks `sockets` against fresh rows and `model`; moves or disconnects those it no longer
 /// admits as they are.
-pub async fn revalidate(auth: &Authenticator, model: &PermissionModel, sockets: Vec<SocketRef>) {
-    let sockets: Vec<(SocketRef, Access)> = sockets
+pub async fn revalidate<A: Adapter>(
+    auth: &Authenticator,
+    model: &PermissionModel,
+    sockets: Vec<SocketRef<A>>,
+) {
+    let sockets: Vec<(SocketRef<A>, Access)> = sockets
         .into_iter()
         .filter_map(|s| s.extensions.get::<Access>().map(|a| (s, a)))
         .collect();
@@ -183,7 +188,11 @@ pub async fn revalidate(auth: &Authenticator, model: &PermissionModel, sockets: 
 }
 
 /// Leaves `<uid>:<id>` rooms of content types the principal may no longer read.
-fn leave_unreadable_entity_rooms(socket: &SocketRef, access: &Access, router: &Router) {
+fn leave_unreadable_entity_rooms<A: Adapter>(
+    socket: &SocketRef<A>,
+    access: &Access,
+    router: &Router,
+) {
     let grants = router.permissions.grants(&access.principal);
     let unreadable: Vec<String> = socket
         .rooms()
@@ -208,9 +217,9 @@ fn entity_room_uid(room: &str) -> Option<&str> {
     (!id.is_empty() && uid.contains('.') && !uid.ends_with(':')).then_some(uid)
 }
 
-async fn facts(
+async fn facts<A: Adapter>(
     auth: &Authenticator,
-    sockets: &[(SocketRef, Access)],
+    sockets: &[(SocketRef<A>, Access)],
 ) -> Result<Facts, Box<dyn std::error::Error + Send + Sync>> {
     let mut users = Vec::new();
     let mut tokens = Vec::new();

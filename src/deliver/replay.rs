@@ -159,7 +159,7 @@ pub enum ReplayLogError {
     },
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -357,6 +357,33 @@ impl ReplayLog {
         drop(guard);
         self.prune_at(logged_at_ms);
         Ok(fresh)
+    }
+
+    /// The highest offset logged, if any.
+    pub fn last(&self) -> Option<EventOffset> {
+        lock(&self.inner.writer).last
+    }
+
+    /// Forgets everything held and declares the log to start right after `previous`: a
+    /// follower found that its source (the cluster's shared stream) no longer holds what came
+    /// between its last event and `previous`. Resuming from before `previous` is then a gap.
+    pub fn restart_after(&self, previous: EventOffset) -> Result<(), ReplayLogError> {
+        let mut writer = lock(&self.inner.writer);
+        writer.last = Some(previous);
+        self.rotate(&mut writer)
+            .map_err(|source| ReplayLogError::Io {
+                dir: self.inner.dir.clone(),
+                source,
+            })?;
+        let mut index = lock(&self.inner.index);
+        index.entries.clear();
+        index.covered_after = Some(previous);
+        index.last = Some(previous);
+        drop(index);
+        drop(writer);
+        warn!(after = %previous, "replay log restarted: the cluster stream no longer held the events before this offset");
+        self.prune_at(now_ms());
+        Ok(())
     }
 
     /// Closes the active segment and starts the next one; called with the writer locked.

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::socket::Sid;
 use tokio::sync::watch;
@@ -144,9 +145,9 @@ impl ClientEvents {
     /// Gives a newly connected socket its delivery state and its client-event handlers.
     /// `delivery_rooms` are its principal's rooms; it joins them itself (or not, with
     /// `broadcast` off), and is marked live with [`super::subscriptions::set_live`].
-    pub fn attach(
+    pub fn attach<A: Adapter>(
         &self,
-        socket: &SocketRef,
+        socket: &SocketRef<A>,
         principal: Principal,
         delivery_rooms: Vec<String>,
         broadcast: bool,
@@ -199,15 +200,15 @@ impl ClientEvents {
 
     /// Registers one handler: the first argument as JSON (`null` when absent or not JSON),
     /// the answer as its ack, counted by outcome.
-    fn on<F, Fut>(&self, socket: &SocketRef, event: &'static str, handler: F)
+    fn on<A: Adapter, F, Fut>(&self, socket: &SocketRef<A>, event: &'static str, handler: F)
     where
-        F: Fn(ClientEvents, SocketRef, Value) -> Fut + Clone + Send + Sync + 'static,
+        F: Fn(ClientEvents, SocketRef<A>, Value) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Ack> + Send + 'static,
     {
         let this = self.clone();
         socket.on(
             event,
-            move |s: SocketRef, TryData(payload): TryData<Value>, ack: AckSender| {
+            move |s: SocketRef<A>, TryData(payload): TryData<Value>, ack: AckSender<A>| {
                 let this = this.clone();
                 let handler = handler.clone();
                 async move {
@@ -235,7 +236,7 @@ impl ClientEvents {
 
     /// The socket's event rate: over it, the event is refused; refused too often, the socket
     /// is disconnected.
-    fn admit(&self, socket: &SocketRef) -> Result<(), ClientError> {
+    fn admit<A: Adapter>(&self, socket: &SocketRef<A>) -> Result<(), ClientError> {
         let Some(rate) = socket.extensions.get::<Arc<EventRate>>() else {
             return Ok(());
         };
@@ -261,7 +262,7 @@ impl ClientEvents {
         &self.inner.presence
     }
 
-    async fn subscribe_entity(&self, socket: &SocketRef, payload: Value) -> Ack {
+    async fn subscribe_entity<A: Adapter>(&self, socket: &SocketRef<A>, payload: Value) -> Ack {
         let (subscription, id_value, id) = parse_entity(&payload)?;
         let state = SocketState::of(socket).ok_or(ClientError::NotReady)?;
         let settings = &self.inner.settings;
@@ -299,7 +300,7 @@ impl ClientEvents {
         Ok(json!({ "success": true, "room": room, "uid": uid, "id": id_value }))
     }
 
-    fn unsubscribe_entity(&self, socket: &SocketRef, payload: &Value) -> Ack {
+    fn unsubscribe_entity<A: Adapter>(&self, socket: &SocketRef<A>, payload: &Value) -> Ack {
         let (subscription, id_value, _) = parse_entity(payload)?;
         let state = SocketState::of(socket).ok_or(ClientError::NotReady)?;
         let room = subscription.room();
@@ -308,7 +309,7 @@ impl ClientEvents {
         Ok(json!({ "success": true, "room": room, "uid": subscription.uid, "id": id_value }))
     }
 
-    fn entity_subscriptions(&self, socket: &SocketRef) -> Ack {
+    fn entity_subscriptions<A: Adapter>(&self, socket: &SocketRef<A>) -> Ack {
         let state = SocketState::of(socket).ok_or(ClientError::NotReady)?;
         let subscriptions: Vec<Value> = state
             .subscriptions()
@@ -318,7 +319,7 @@ impl ClientEvents {
         Ok(json!({ "success": true, "subscriptions": subscriptions }))
     }
 
-    fn join_room(&self, socket: &SocketRef, payload: &Value) -> Ack {
+    fn join_room<A: Adapter>(&self, socket: &SocketRef<A>, payload: &Value) -> Ack {
         let room = room_name(payload, |c| {
             c.is_ascii_alphanumeric() || c == '-' || c == '_'
         })?;
@@ -342,7 +343,7 @@ impl ClientEvents {
         Ok(json!({ "success": true, "room": room }))
     }
 
-    fn leave_room(&self, socket: &SocketRef, payload: &Value) -> Ack {
+    fn leave_room<A: Adapter>(&self, socket: &SocketRef<A>, payload: &Value) -> Ack {
         let room = room_name(payload, |c| {
             c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.')
         })?;
@@ -356,7 +357,7 @@ impl ClientEvents {
         Ok(json!({ "success": true, "room": room }))
     }
 
-    fn private_message(&self, socket: &SocketRef, payload: &Value) -> Ack {
+    fn private_message<A: Adapter>(&self, socket: &SocketRef<A>, payload: &Value) -> Ack {
         if !self.inner.settings.private_messages {
             return Err(ClientError::PrivateMessagesDisabled);
         }
@@ -515,7 +516,7 @@ fn is_custom_room(room: &str, state: &SocketState, sid: Sid) -> bool {
 }
 
 /// `{success: true, rooms}`: the socket's rooms, its own id excluded.
-fn get_rooms(socket: &SocketRef) -> Value {
+fn get_rooms<A: Adapter>(socket: &SocketRef<A>) -> Value {
     let sid = socket.id.to_string();
     let rooms: Vec<String> = socket
         .rooms()

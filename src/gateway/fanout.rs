@@ -22,6 +22,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError, SocketIo};
 use tracing::{debug, warn};
@@ -39,7 +40,7 @@ pub struct FanOut {
 }
 
 /// Emits one delivery to the live sockets that may receive it, each once.
-pub fn deliver(io: &SocketIo, delivery: &Delivery, args: &impl Serialize) -> FanOut {
+pub fn deliver<A: Adapter>(io: &SocketIo<A>, delivery: &Delivery, args: &impl Serialize) -> FanOut {
     let mut fan = FanOut::default();
     if delivery.rooms.is_empty() {
         // Nobody may read it; and `to([])` would mean every socket.
@@ -64,7 +65,12 @@ pub fn deliver(io: &SocketIo, delivery: &Delivery, args: &impl Serialize) -> Fan
 }
 
 /// Emits a custom event to the members of `rooms` (every socket when empty), each once.
-pub fn deliver_raw(io: &SocketIo, rooms: &[String], event: &str, args: &impl Serialize) -> FanOut {
+pub fn deliver_raw<A: Adapter>(
+    io: &SocketIo<A>,
+    rooms: &[String],
+    event: &str,
+    args: &impl Serialize,
+) -> FanOut {
     let mut fan = FanOut::default();
     let Some(ns) = io.of("/") else {
         return fan; // shutting down
@@ -83,7 +89,7 @@ pub fn deliver_raw(io: &SocketIo, rooms: &[String], event: &str, args: &impl Ser
 }
 
 /// Queues one event for one socket; a full queue disconnects the socket.
-fn send(socket: SocketRef, event: &str, args: &impl Serialize, fan: &mut FanOut) {
+fn send<A: Adapter>(socket: SocketRef<A>, event: &str, args: &impl Serialize, fan: &mut FanOut) {
     match socket.emit(event, args) {
         Ok(()) => fan.sent += 1,
         Err(SendError::Socket(SocketError::InternalChannelFull)) => {
@@ -108,7 +114,7 @@ const DISCONNECT_RETRY: Duration = Duration::from_millis(50);
 /// disconnects by queueing a DISCONNECT packet, which a full queue refuses: then it is tried
 /// again as the client drains its queue, until it is gone (a client that reads nothing at all
 /// is closed by the engine.io heartbeat).
-pub fn disconnect_slow(socket: SocketRef, event: &str) {
+pub fn disconnect_slow<A: Adapter>(socket: SocketRef<A>, event: &str) {
     if let Some(state) = SocketState::of(&socket)
         && !state.mark_closing()
     {

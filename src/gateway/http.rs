@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 
 /// Shared flags the HTTP routes report.
 #[derive(Debug, Default)]
@@ -20,7 +21,7 @@ pub struct Health {
 }
 
 /// `/healthz`, `/readyz`, `/metrics`.
-pub fn routes(health: Arc<Health>, io: SocketIo) -> Router {
+pub fn routes<A: Adapter>(health: Arc<Health>, io: SocketIo<A>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -28,7 +29,9 @@ pub fn routes(health: Arc<Health>, io: SocketIo) -> Router {
         .with_state((health, io))
 }
 
-async fn readyz(State((health, _)): State<(Arc<Health>, SocketIo)>) -> impl IntoResponse {
+async fn readyz<A: Adapter>(
+    State((health, _)): State<(Arc<Health>, SocketIo<A>)>,
+) -> impl IntoResponse {
     if health.replicating.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready")
     } else if health.following.load(Ordering::Relaxed) {
@@ -38,7 +41,9 @@ async fn readyz(State((health, _)): State<(Arc<Health>, SocketIo)>) -> impl Into
     }
 }
 
-async fn metrics(State((_, io)): State<(Arc<Health>, SocketIo)>) -> impl IntoResponse {
+async fn metrics<A: Adapter>(
+    State((_, io)): State<(Arc<Health>, SocketIo<A>)>,
+) -> impl IntoResponse {
     crate::metrics::ROOMS.set(crate::http::admin::rooms(&io).len() as i64);
     (
         [(

@@ -12,7 +12,9 @@ pub mod subscriptions;
 
 use std::sync::Arc;
 
-use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::{SocketIo, SocketIoBuilder};
+use socketioxide_core::adapter::DefinedAdapter;
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -22,19 +24,21 @@ use crate::strapi::StrapiModel;
 pub use http::Health;
 pub use resume::Resume;
 
-/// Builds the axum app and the socket.io handle; `auth` checks handshakes, `resume` serves
+/// Builds the axum app and the socket.io handle on `builder` (local, or with the Redis
+/// adapter), and the namespace's initialisation (a subscription to await, with Redis); `auth` checks handshakes, `resume` serves
 /// clients that reconnect with `auth.offset`; `model` (the Strapi model as last loaded)
 /// answers `subscribe-entity`; `router` is where the admin API's runtime settings go.
-pub fn build(
+pub fn build<A: Adapter + DefinedAdapter>(
+    builder: SocketIoBuilder<A>,
     config: &Config,
     health: Arc<Health>,
     auth: crate::auth::Authenticator,
     resume: Resume,
     model: watch::Receiver<Arc<StrapiModel>>,
     router: watch::Sender<crate::route::Router>,
-) -> (axum::Router, SocketIo) {
+) -> (axum::Router, SocketIo<A>, A::InitRes) {
     let max_payload = config.security.max_payload_bytes;
-    let (layer, io) = SocketIo::builder()
+    let (layer, io) = builder
         .req_path(config.server.path.clone())
         .max_buffer_size(config.clients.socket_buffer_packets)
         .max_payload(max_payload)
@@ -54,7 +58,7 @@ pub fn build(
         presence,
     );
     let security_routes = security_http::routes(config, auth.clone(), io.clone());
-    socketio::register(&io, auth.clone(), resume, clients, guard);
+    let init = socketio::register(&io, auth.clone(), resume, clients, guard);
     let admin = crate::http::AdminApi::new(config, io.clone(), auth, router, model);
     let origins: Vec<_> = config
         .server
@@ -86,5 +90,5 @@ pub fn build(
         ))
         .layer(layer)
         .layer(cors);
-    (app, io)
+    (app, io, init)
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use tracing::debug;
@@ -110,7 +111,7 @@ fn editors_json(editors: &[Editor]) -> Value {
 }
 
 /// Whether the socket's principal may take part in presence.
-fn authenticated(socket: &SocketRef) -> Option<Principal> {
+fn authenticated<A: Adapter>(socket: &SocketRef<A>) -> Option<Principal> {
     SocketState::of(socket)
         .map(|s| s.principal.clone())
         .filter(|p| matches!(p, Principal::User { .. } | Principal::Admin { .. }))
@@ -130,7 +131,7 @@ impl Presence {
     }
 
     /// Registers a newly connected socket if it is authenticated.
-    pub fn register(&self, socket: &SocketRef) {
+    pub fn register<A: Adapter>(&self, socket: &SocketRef<A>) {
         if authenticated(socket).is_none() {
             return;
         }
@@ -146,7 +147,7 @@ impl Presence {
     }
 
     /// Removes a socket (disconnect): leaves its entities, with broadcasts.
-    pub async fn unregister(&self, socket: &SocketRef) {
+    pub async fn unregister<A: Adapter>(&self, socket: &SocketRef<A>) {
         let updates = {
             let mut state = self.state();
             match state.sockets.remove(&socket.id) {
@@ -158,7 +159,7 @@ impl Presence {
     }
 
     /// Removes registrations not seen for the stale timeout, at most once a second.
-    async fn sweep(&self, socket: &SocketRef) {
+    async fn sweep<A: Adapter>(&self, socket: &SocketRef<A>) {
         let updates = {
             let mut state = self.state();
             let now = Instant::now();
@@ -188,7 +189,11 @@ impl Presence {
     }
 
     /// The socket's registration touched now; the plugin's errors when there is none.
-    fn touch(&self, socket: &SocketRef, missing: ClientError) -> Result<i64, ClientError> {
+    fn touch<A: Adapter>(
+        &self,
+        socket: &SocketRef<A>,
+        missing: ClientError,
+    ) -> Result<i64, ClientError> {
         if authenticated(socket).is_none() {
             return Err(ClientError::PresenceAuthRequired);
         }
@@ -234,7 +239,11 @@ impl Presence {
         }
     }
 
-    pub async fn join(&self, socket: &SocketRef, payload: &Value) -> Result<Value, ClientError> {
+    pub async fn join<A: Adapter>(
+        &self,
+        socket: &SocketRef<A>,
+        payload: &Value,
+    ) -> Result<Value, ClientError> {
         self.sweep(socket).await;
         let principal = authenticated(socket).ok_or(ClientError::PresenceAuthRequired)?;
         let entity = parse_entity(payload)?;
@@ -275,7 +284,11 @@ impl Presence {
         Ok(json!({"success": true, "entityKey": key, "editors": editors_json(&editors)}))
     }
 
-    pub async fn leave(&self, socket: &SocketRef, payload: &Value) -> Result<Value, ClientError> {
+    pub async fn leave<A: Adapter>(
+        &self,
+        socket: &SocketRef<A>,
+        payload: &Value,
+    ) -> Result<Value, ClientError> {
         authenticated(socket).ok_or(ClientError::PresenceAuthRequired)?;
         let entity = parse_entity(payload)?;
         let key = entity.key();
@@ -296,14 +309,18 @@ impl Presence {
         Ok(json!({"success": true, "entityKey": key}))
     }
 
-    pub async fn heartbeat(&self, socket: &SocketRef) -> Result<Value, ClientError> {
+    pub async fn heartbeat<A: Adapter>(&self, socket: &SocketRef<A>) -> Result<Value, ClientError> {
         self.sweep(socket).await;
         let last_seen = self.touch(socket, ClientError::PresenceSocketNotRegistered)?;
         Ok(json!({"success": true, "lastSeen": last_seen}))
     }
 
     /// `presence:typing`: to the room's other members; silently ignored when not allowed.
-    pub async fn typing(&self, socket: &SocketRef, payload: &Value) -> Result<Value, ClientError> {
+    pub async fn typing<A: Adapter>(
+        &self,
+        socket: &SocketRef<A>,
+        payload: &Value,
+    ) -> Result<Value, ClientError> {
         let principal = authenticated(socket).ok_or(ClientError::PresenceAuthRequired)?;
         let entity = parse_entity(payload)?;
         let field = match payload.get("fieldName") {
@@ -348,7 +365,11 @@ impl Presence {
         Ok(json!({"success": true}))
     }
 
-    pub async fn check(&self, socket: &SocketRef, payload: &Value) -> Result<Value, ClientError> {
+    pub async fn check<A: Adapter>(
+        &self,
+        socket: &SocketRef<A>,
+        payload: &Value,
+    ) -> Result<Value, ClientError> {
         self.sweep(socket).await;
         let entity = parse_entity(payload)?;
         let editors = self
@@ -386,7 +407,7 @@ fn remove_editor(
 }
 
 /// `presence:update {uid, documentId, editors, count, timestamp}` to each entity's room.
-async fn broadcast_updates(socket: &SocketRef, updates: Vec<(String, Vec<Editor>)>) {
+async fn broadcast_updates<A: Adapter>(socket: &SocketRef<A>, updates: Vec<(String, Vec<Editor>)>) {
     for (key, editors) in updates {
         let Some((uid, document_id)) = key.rsplit_once(':') else {
             continue;

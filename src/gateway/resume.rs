@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
 use tokio::sync::watch;
@@ -71,8 +72,8 @@ struct Pass {
 
 /// Replays what the socket missed after `from`, then joins `rooms`. Runs as the socket's own
 /// task; returns when the socket is live or gone.
-pub async fn resume_socket(
-    socket: SocketRef,
+pub async fn resume_socket<A: Adapter>(
+    socket: SocketRef<A>,
     access: Access,
     from: EventOffset,
     rooms: Vec<String>,
@@ -96,8 +97,8 @@ pub async fn resume_socket(
     }
 }
 
-async fn catch_up(
-    socket: &SocketRef,
+async fn catch_up<A: Adapter>(
+    socket: &SocketRef<A>,
     access: &Access,
     from: EventOffset,
     rooms: &[String],
@@ -140,8 +141,8 @@ async fn catch_up(
 }
 
 /// Replays the events in (`cursor`, `upto`] the principal may read, advancing `cursor`.
-async fn replay_range(
-    socket: &SocketRef,
+async fn replay_range<A: Adapter>(
+    socket: &SocketRef<A>,
     access: &Access,
     cursor: &mut EventOffset,
     upto: EventOffset,
@@ -183,8 +184,8 @@ async fn replay_range(
 
 /// Emits one replayed delivery to the socket, waiting while its buffer is full; returns
 /// whether it had to wait.
-async fn emit_waiting(
-    socket: &SocketRef,
+async fn emit_waiting<A: Adapter>(
+    socket: &SocketRef<A>,
     delivery: &Delivery,
     stall_limit: Duration,
 ) -> Result<bool, Stop> {
@@ -211,7 +212,7 @@ async fn emit_waiting(
 }
 
 /// Tells the socket that events after `after` are gone; `oldest` is the oldest still held.
-fn send_gap(socket: &SocketRef, after: EventOffset, oldest: Option<EventOffset>) {
+fn send_gap<A: Adapter>(socket: &SocketRef<A>, after: EventOffset, oldest: Option<EventOffset>) {
     crate::metrics::REPLAY_GAPS.inc();
     let body = json!({
         "offset": after.to_string(),

@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, Secret};
@@ -26,15 +27,15 @@ const MAX_BODY_BYTES: usize = 4 * 1024;
 const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
 
 #[derive(Clone)]
-struct Ctx {
+struct Ctx<A: Adapter> {
     auth: Authenticator,
-    io: SocketIo,
+    io: SocketIo<A>,
     api_key: Secret,
     ws_path: String,
 }
 
 /// The routes, to merge into the listener's router.
-pub fn routes(config: &Config, auth: Authenticator, io: SocketIo) -> Router {
+pub fn routes<A: Adapter>(config: &Config, auth: Authenticator, io: SocketIo<A>) -> Router {
     let ctx = Arc::new(Ctx {
         auth,
         io,
@@ -79,7 +80,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The admin behind the request's admin JWT.
-async fn admin(ctx: &Ctx, headers: &HeaderMap) -> Option<(i64, String)> {
+async fn admin<A: Adapter>(ctx: &Ctx<A>, headers: &HeaderMap) -> Option<(i64, String)> {
     match ctx.auth.admin_jwt(bearer(headers)?).await {
         Ok(Principal::Admin { id, session }) => Some((id, session)),
         _ => None,
@@ -87,7 +88,7 @@ async fn admin(ctx: &Ctx, headers: &HeaderMap) -> Option<(i64, String)> {
 }
 
 /// An admin JWT or the admin API key (compared as SHA-256 digests).
-async fn admin_or_key(ctx: &Ctx, headers: &HeaderMap) -> bool {
+async fn admin_or_key<A: Adapter>(ctx: &Ctx<A>, headers: &HeaderMap) -> bool {
     let Some(token) = bearer(headers) else {
         return false;
     };
@@ -99,7 +100,7 @@ async fn admin_or_key(ctx: &Ctx, headers: &HeaderMap) -> bool {
     admin(ctx, headers).await.is_some()
 }
 
-async fn session(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+async fn session<A: Adapter>(State(ctx): State<Arc<Ctx<A>>>, headers: HeaderMap) -> Response {
     let Some((user_id, session)) = admin(&ctx, &headers).await else {
         return unauthorized();
     };
@@ -132,7 +133,7 @@ async fn session(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn sessions(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+async fn sessions<A: Adapter>(State(ctx): State<Arc<Ctx<A>>>, headers: HeaderMap) -> Response {
     if !admin_or_key(&ctx, &headers).await {
         return unauthorized();
     }
@@ -148,8 +149,8 @@ async fn sessions(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
     .into_response()
 }
 
-async fn invalidate(
-    State(ctx): State<Arc<Ctx>>,
+async fn invalidate<A: Adapter>(
+    State(ctx): State<Arc<Ctx<A>>>,
     Path(user_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {

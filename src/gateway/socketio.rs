@@ -14,8 +14,10 @@ use axum::extract::ConnectInfo;
 use serde::Serialize;
 use serde_json::Value;
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{Extension, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
+use socketioxide_core::adapter::DefinedAdapter;
 use tracing::{debug, warn};
 
 use super::client_events::ClientEvents;
@@ -45,15 +47,15 @@ pub enum HandshakeError {
 }
 
 /// Registers the default namespace with its auth middleware.
-pub fn register(
-    io: &SocketIo,
+pub fn register<A: Adapter + DefinedAdapter>(
+    io: &SocketIo<A>,
     auth: Authenticator,
     resume: Resume,
     clients: ClientEvents,
     guard: Guard,
-) {
+) -> A::InitRes {
     let checker = auth.clone();
-    let middleware = move |socket: SocketRef, TryData(raw): TryData<Value>| {
+    let middleware = move |socket: SocketRef<A>, TryData(raw): TryData<Value>| {
         let auth = checker.clone();
         let guard = guard.clone();
         async move {
@@ -101,7 +103,7 @@ pub fn register(
             }
         }
     };
-    let on_connect = move |socket: SocketRef,
+    let on_connect = move |socket: SocketRef<A>,
                            Extension(access): Extension<Access>,
                            TryData(options): TryData<ClientOptions>| {
         let resume = resume.clone();
@@ -110,7 +112,7 @@ pub fn register(
         async move {
             crate::metrics::CONNECTIONS.inc();
             let presence = clients.presence().clone();
-            socket.on_disconnect(async move |s: SocketRef| {
+            socket.on_disconnect(async move |s: SocketRef<A>| {
                 crate::metrics::CONNECTIONS.dec();
                 if let Some(slot) = s.extensions.get::<Arc<Slot>>() {
                     slot.release();
@@ -142,11 +144,11 @@ pub fn register(
             }
         }
     };
-    io.ns("/", on_connect.with(middleware));
+    io.ns("/", on_connect.with(middleware))
 }
 
 /// The client's address: the peer (from axum's `ConnectInfo`), or who a trusted proxy says.
-fn client_ip(guard: &Guard, socket: &SocketRef) -> IpAddr {
+fn client_ip<A: Adapter>(guard: &Guard, socket: &SocketRef<A>) -> IpAddr {
     let parts = socket.req_parts();
     let peer = parts
         .extensions
@@ -187,7 +189,7 @@ pub fn event_args(delivery: &Delivery) -> impl Serialize + '_ {
 
 /// Emits one delivery to the sockets that may receive it, through their rooms or their
 /// entity subscriptions, once each; every socket's result is checked (see [`super::fanout`]).
-pub async fn emit(io: &SocketIo, delivery: &Delivery) {
+pub async fn emit<A: Adapter>(io: &SocketIo<A>, delivery: &Delivery) {
     let fan = super::fanout::deliver(io, delivery, &event_args(delivery));
     crate::metrics::DELIVERIES.inc();
     crate::http::monitor::MONITOR.record(
@@ -200,7 +202,31 @@ pub async fn emit(io: &SocketIo, delivery: &Delivery) {
 }
 
 /// Emits a custom event from SQL to its rooms, or to every socket.
-pub async fn emit_custom(io: &SocketIo, event: &crate::route::custom::CustomEvent) {
+/// Clustered, it goes through the Socket.IO adapter, to the sockets of every node (custom
+/// events are not in the replay log; a socket's queue that is full drops it there).
+pub async fn emit_custom<A: Adapter>(
+    io: &SocketIo<A>,
+    event: &crate::route::custom::CustomEvent,
+    clustered: bool,
+) {
+    if clustered {
+        crate::metrics::CUSTOM_EVENTS.inc();
+        let Some(ns) = io.of("/") else { return };
+        let target = if event.rooms.is_empty() {
+            ns
+        } else {
+            ns.to(event.rooms.clone())
+        };
+        if let Err(e) = target.emit(&event.event, &event.data).await {
+            crate::metrics::EMIT_ERRORS.inc();
+            warn!(event = %event.event, error = %e, "custom event did not reach every socket of the cluster");
+        }
+        crate::http::monitor::MONITOR.record(
+            &event.event,
+            serde_json::json!({ "custom": true, "rooms": &event.rooms, "cluster": true }),
+        );
+        return;
+    }
     let fan = super::fanout::deliver_raw(io, &event.rooms, &event.event, &event.data);
     crate::metrics::CUSTOM_EVENTS.inc();
     crate::http::monitor::MONITOR.record(

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use serde_json::Value;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 
 use crate::route::Principal;
@@ -87,7 +88,7 @@ impl SocketState {
 
     /// The state of a connected socket (every socket of the default namespace has one once
     /// its connect handler ran).
-    pub fn of(socket: &SocketRef) -> Option<Arc<SocketState>> {
+    pub fn of<A: Adapter>(socket: &SocketRef<A>) -> Option<Arc<SocketState>> {
         socket.extensions.get::<Arc<SocketState>>()
     }
 
@@ -168,7 +169,7 @@ impl Drop for SocketState {
 
 /// Marks the socket live: from now on events reach it through its rooms and subscriptions.
 /// Called once it joined its rooms (or, with `auth.broadcast = false`, at connection).
-pub fn set_live(socket: &SocketRef) {
+pub fn set_live<A: Adapter>(socket: &SocketRef<A>) {
     if let Some(state) = SocketState::of(socket) {
         state.live.store(true, Ordering::Release);
     }

@@ -7,6 +7,7 @@ use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 
 use super::monitor::{MONITOR, iso, iso_now, now_ms};
@@ -20,7 +21,7 @@ const MAX_LOG_LIMIT: usize = 10_000;
 /// The plugin's test-event data limit.
 const MAX_TEST_DATA_BYTES: usize = 32 * 1024;
 
-pub(super) fn routes() -> Router<AdminApi> {
+pub(super) fn routes<A: Adapter>() -> Router<AdminApi<A>> {
     Router::new()
         .route("/io/settings", get(get_settings).put(put_settings))
         .route("/io/content-types", get(content_types))
@@ -33,13 +34,13 @@ pub(super) fn routes() -> Router<AdminApi> {
         .route("/io/online-users", get(online_users))
 }
 
-async fn get_settings(State(api): State<AdminApi>) -> axum::Json<Value> {
+async fn get_settings<A: Adapter>(State(api): State<AdminApi<A>>) -> axum::Json<Value> {
     let settings = api.settings();
     axum::Json(json!({ "data": settings.plugin_shape(&api.inner.config) }))
 }
 
-async fn put_settings(
-    State(api): State<AdminApi>,
+async fn put_settings<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     body: axum::body::Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
     let patch = SettingsPatch::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -66,7 +67,7 @@ async fn put_settings(
     })))
 }
 
-async fn content_types(State(api): State<AdminApi>) -> axum::Json<Value> {
+async fn content_types<A: Adapter>(State(api): State<AdminApi<A>>) -> axum::Json<Value> {
     let model = api.inner.model.borrow().clone();
     let data: Vec<Value> = model
         .content_types
@@ -100,7 +101,7 @@ fn display_name(singular: &str) -> String {
 }
 
 /// The rooms with at least one member: `[{name, members, isEntityRoom}]`.
-pub(crate) fn rooms(io: &socketioxide::SocketIo) -> Vec<Value> {
+pub(crate) fn rooms<A: Adapter>(io: &socketioxide::SocketIo<A>) -> Vec<Value> {
     let mut members: BTreeMap<String, usize> = BTreeMap::new();
     for socket in io.sockets() {
         for room in socket.rooms() {
@@ -133,7 +134,7 @@ fn user_of(principal: &Principal) -> Value {
     }
 }
 
-fn socket_info(socket: &SocketRef) -> Value {
+fn socket_info<A: Adapter>(socket: &SocketRef<A>) -> Value {
     let state = SocketState::of(socket);
     let subs: Vec<Value> = state
         .as_ref()
@@ -173,7 +174,7 @@ fn socket_info(socket: &SocketRef) -> Value {
 }
 
 /// `getConnectionStats()`.
-fn connection_stats(io: &socketioxide::SocketIo) -> Value {
+fn connection_stats<A: Adapter>(io: &socketioxide::SocketIo<A>) -> Value {
     let sockets: Vec<Value> = io.sockets().iter().map(socket_info).collect();
     let rooms = rooms(io);
     let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
@@ -195,14 +196,14 @@ fn connection_stats(io: &socketioxide::SocketIo) -> Value {
     })
 }
 
-async fn stats(State(api): State<AdminApi>) -> axum::Json<Value> {
+async fn stats<A: Adapter>(State(api): State<AdminApi<A>>) -> axum::Json<Value> {
     axum::Json(json!({ "data": {
         "connections": connection_stats(&api.inner.io),
         "events": MONITOR.event_stats(),
     }}))
 }
 
-async fn monitoring_stats(State(api): State<AdminApi>) -> axum::Json<Value> {
+async fn monitoring_stats<A: Adapter>(State(api): State<AdminApi<A>>) -> axum::Json<Value> {
     let io = &api.inner.io;
     let events = MONITOR.event_stats();
     axum::Json(json!({ "data": {
@@ -257,8 +258,8 @@ fn valid_event_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-'))
 }
 
-async fn test_event(
-    State(api): State<AdminApi>,
+async fn test_event<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Body(body): Body<TestEvent>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let name = body.event_name.unwrap_or_else(|| "test".into());
@@ -291,7 +292,7 @@ async fn reset_stats() -> axum::Json<Value> {
 
 const ROLES_QUERY: &str = "SELECT id, name, type, description FROM up_roles ORDER BY id";
 
-async fn roles(State(api): State<AdminApi>) -> Result<axum::Json<Value>, ApiError> {
+async fn roles<A: Adapter>(State(api): State<AdminApi<A>>) -> Result<axum::Json<Value>, ApiError> {
     let client = api
         .inner
         .auth
@@ -317,7 +318,7 @@ async fn roles(State(api): State<AdminApi>) -> Result<axum::Json<Value>, ApiErro
     Ok(axum::Json(json!({ "data": data })))
 }
 
-async fn online_users(State(api): State<AdminApi>) -> axum::Json<Value> {
+async fn online_users<A: Adapter>(State(api): State<AdminApi<A>>) -> axum::Json<Value> {
     let now = now_ms();
     let mut users = Vec::new();
     let (mut admins, mut plain) = (0, 0);

@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 
@@ -21,7 +22,7 @@ use crate::gateway::subscriptions::{SocketState, Subscription};
 use crate::route::payload::plugin_io_entry;
 use crate::route::{Audience, entity::entity_room};
 
-pub(super) fn routes() -> Router<AdminApi> {
+pub(super) fn routes<A: Adapter>() -> Router<AdminApi<A>> {
     Router::new()
         .route("/io/emit", post(emit))
         .route("/io/raw", post(raw))
@@ -46,7 +47,7 @@ fn data(value: Value) -> axum::Json<Value> {
     axum::Json(json!({ "data": value }))
 }
 
-fn socket(api: &AdminApi, id: &str) -> Option<SocketRef> {
+fn socket<A: Adapter>(api: &AdminApi<A>, id: &str) -> Option<SocketRef<A>> {
     let sid = Sid::from_str(id).ok()?;
     api.inner.io.get_socket(sid)
 }
@@ -92,8 +93,8 @@ struct EmitBody {
 /// hear that action on that type, with `data` (sensitive fields removed) shaped as walcast's
 /// own content events (`events.payload`: the entry itself, or the plugin's
 /// `{data:{id, attributes}, meta}`).
-async fn emit(
-    State(api): State<AdminApi>,
+async fn emit<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Body(body): Body<EmitBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_event(&body.event)?;
@@ -139,8 +140,8 @@ struct RawBody {
 }
 
 /// `raw({event, data, rooms?})`: `{data}` to the rooms, or to every socket.
-async fn raw(
-    State(api): State<AdminApi>,
+async fn raw<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Body(body): Body<RawBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_event(&body.event)?;
@@ -169,8 +170,8 @@ struct RoomBody {
 }
 
 /// `joinRoom(socketId, room)` → boolean.
-async fn join_room(
-    State(api): State<AdminApi>,
+async fn join_room<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Body(body): Body<RoomBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_room(&body.room)?;
@@ -184,8 +185,8 @@ async fn join_room(
 }
 
 /// `leaveRoom(socketId, room)` → boolean.
-async fn leave_room(
-    State(api): State<AdminApi>,
+async fn leave_room<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Body(body): Body<RoomBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_room(&body.room)?;
@@ -198,7 +199,7 @@ async fn leave_room(
     })))
 }
 
-fn members(api: &AdminApi, room: String) -> Value {
+fn members<A: Adapter>(api: &AdminApi<A>, room: String) -> Value {
     let sockets: Vec<Value> = api
         .inner
         .io
@@ -211,8 +212,8 @@ fn members(api: &AdminApi, room: String) -> Value {
 }
 
 /// `getSocketsInRoom(room)` → `[{id, user: null}]`.
-async fn sockets_in_room(
-    State(api): State<AdminApi>,
+async fn sockets_in_room<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Path(room): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_room(&room)?;
@@ -229,8 +230,8 @@ struct SocketEventBody {
 }
 
 /// `sendPrivateMessage(socketId, event, data)`: `data` to that socket.
-async fn private_message(
-    State(api): State<AdminApi>,
+async fn private_message<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Body(body): Body<SocketEventBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_event(&body.event)?;
@@ -244,8 +245,8 @@ async fn private_message(
 }
 
 /// `broadcast(socketId, event, data)`: `data` to every socket but that one.
-async fn broadcast(
-    State(api): State<AdminApi>,
+async fn broadcast<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Body(body): Body<SocketEventBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_event(&body.event)?;
@@ -270,8 +271,8 @@ struct NamespaceBody {
 }
 
 /// `emitToNamespace(ns, event, data)`; walcast serves only `/`, any other is 404.
-async fn emit_to_namespace(
-    State(api): State<AdminApi>,
+async fn emit_to_namespace<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Body(body): Body<NamespaceBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_event(&body.event)?;
@@ -302,8 +303,8 @@ struct DisconnectBody {
 }
 
 /// `disconnectSocket(socketId, reason?)` → boolean (`reason` ignored, as in the plugin).
-async fn disconnect(
-    State(api): State<AdminApi>,
+async fn disconnect<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Body(body): Body<DisconnectBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let done = socket(&api, &body.socket_id).is_some_and(|s| s.disconnect().is_ok());
@@ -330,8 +331,8 @@ fn id_text(id: &Value) -> Result<String, ApiError> {
 
 /// `subscribeToEntity(socketId, uid, id)` →
 /// `{success, room, uid, id}` or `{success:false, error}`.
-async fn subscribe_entity(
-    State(api): State<AdminApi>,
+async fn subscribe_entity<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Body(body): Body<EntityBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let id = id_text(&body.id)?;
@@ -373,8 +374,8 @@ async fn subscribe_entity(
 }
 
 /// `unsubscribeFromEntity(socketId, uid, id)`, same shape.
-async fn unsubscribe_entity(
-    State(api): State<AdminApi>,
+async fn unsubscribe_entity<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Body(body): Body<EntityBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let id = id_text(&body.id)?;
@@ -394,8 +395,8 @@ async fn unsubscribe_entity(
 }
 
 /// `getEntitySubscriptions(socketId)` → `{success, subscriptions:[{uid,id,room}]}`.
-async fn entity_subscriptions(
-    State(api): State<AdminApi>,
+async fn entity_subscriptions<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Path(socket_id): Path<String>,
 ) -> axum::Json<Value> {
     let Some(s) = socket(&api, &socket_id) else {
@@ -421,8 +422,8 @@ struct EntityEmitBody {
 }
 
 /// `emitToEntity(uid, id, event, data)`: raw `data` to the entity room `uid:id`.
-async fn emit_to_entity(
-    State(api): State<AdminApi>,
+async fn emit_to_entity<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Body(body): Body<EntityEmitBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_event(&body.event)?;
@@ -438,8 +439,8 @@ async fn emit_to_entity(
 }
 
 /// `getEntityRoomSockets(uid, id)` → `[{id, user: null}]`.
-async fn entity_room_sockets(
-    State(api): State<AdminApi>,
+async fn entity_room_sockets<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     Path((uid, id)): Path<(String, String)>,
 ) -> axum::Json<Value> {
     data(members(&api, entity_room(&uid, &id)))

@@ -3,8 +3,8 @@
 //!
 //! Every route but the dashboard page and the OpenAPI document needs `Authorization: Bearer`
 //! with a Strapi admin access JWT (the `admin-jwt` handshake's checks) or `admin.api_key`;
-//! anything else is 401. Bodies are limited to [`MAX_BODY_BYTES`]. [`AdminApi::router`] is
-//! the router other modules can merge routes into (see [`AdminApi::protect`]).
+//! anything else is 401. Bodies are limited to [`MAX_BODY_BYTES`]. [`AdminApi<A>::router`] is
+//! the router other modules can merge routes into (see [`AdminApi<A>::protect`]).
 
 pub mod admin;
 pub mod helpers;
@@ -20,6 +20,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use tokio::sync::watch;
 
 use crate::auth::{AuthError, Authenticator, HandshakeAuth};
@@ -36,14 +37,21 @@ pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
 /// What the admin routes share. Cheap to clone.
-#[derive(Clone)]
-pub struct AdminApi {
-    inner: Arc<Inner>,
+pub struct AdminApi<A: Adapter> {
+    inner: Arc<Inner<A>>,
 }
 
-struct Inner {
+impl<A: Adapter> Clone for AdminApi<A> {
+    fn clone(&self) -> Self {
+        AdminApi {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<A: Adapter> {
     config: Config,
-    io: SocketIo,
+    io: SocketIo<A>,
     auth: Authenticator,
     router: watch::Sender<EventRouter>,
     model: watch::Receiver<Arc<StrapiModel>>,
@@ -99,11 +107,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl AdminApi {
+impl<A: Adapter> AdminApi<A> {
     /// The admin API over the running service; loads the saved settings and applies them.
     pub fn new(
         config: &Config,
-        io: SocketIo,
+        io: SocketIo<A>,
         auth: Authenticator,
         router: watch::Sender<EventRouter>,
         model: watch::Receiver<Arc<StrapiModel>>,
@@ -134,7 +142,7 @@ impl AdminApi {
     }
 
     /// Puts runtime settings in force: the router's types, actions and sensitive fields, the
-    /// monitor's log, and [`AdminApi::settings_watch`].
+    /// monitor's log, and [`AdminApi<A>::settings_watch`].
     fn apply(&self, tunable: &settings::Tunable) {
         self.inner.published.send_replace(tunable.clone());
         let effective = tunable.apply_to(&self.inner.config);
@@ -155,7 +163,7 @@ impl AdminApi {
             .clone()
     }
 
-    /// Every `/io` route: the authenticated ones behind [`AdminApi::protect`], plus the
+    /// Every `/io` route: the authenticated ones behind [`AdminApi<A>::protect`], plus the
     /// dashboard page and the OpenAPI document.
     pub fn router(&self) -> Router {
         let protected = self.protect(
@@ -173,7 +181,7 @@ impl AdminApi {
     pub fn protect(&self, routes: Router) -> Router {
         routes.layer(axum::middleware::from_fn_with_state(
             self.clone(),
-            require_admin,
+            require_admin::<A>,
         ))
     }
 
@@ -198,8 +206,8 @@ impl AdminApi {
     }
 }
 
-async fn require_admin(
-    State(api): State<AdminApi>,
+async fn require_admin<A: Adapter>(
+    State(api): State<AdminApi<A>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {

@@ -5,6 +5,7 @@ mod support;
 mod auth;
 mod cli;
 mod client_events;
+mod cluster;
 mod connect_errors;
 mod dashboard;
 mod document_model;

@@ -665,6 +665,12 @@ impl WalcastProcess {
             .ok()
     }
 
+    /// SIGKILL, as `kill -9`: no shutdown code runs.
+    pub async fn kill_9(mut self) {
+        self.child.start_kill().expect("sending SIGKILL");
+        self.child.wait().await.expect("reaping walcast");
+    }
+
     /// SIGTERM, then waits for a clean exit.
     pub async fn stop(mut self) {
         let pid = self.child.id().expect("walcast is running");
