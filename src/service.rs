@@ -20,7 +20,7 @@ use crate::assemble::{
     TransactionBuffer, TransactionEvents, fold_transaction, snapshot,
 };
 use crate::auth;
-use crate::cluster::{Cluster, DeliveryFeed};
+use crate::cluster::{Cluster, DeliveryFeed, SharedState};
 use crate::config::Config;
 use crate::deliver::{Handoff, ReplayLimits, ReplayLog};
 use crate::gateway::{self, Health, Resume};
@@ -292,7 +292,9 @@ async fn run_node<A: Adapter + DefinedAdapter>(
     router.set_plans(Arc::clone(&plans));
     let (router_tx, router_rx) = watch::channel(router);
     let auth_db = Arc::new(auth::Db::new(config.clone()));
-    let authenticator = auth::Authenticator::new(&config, auth_db, router_rx.clone());
+    let shared = node.cluster.clone().map(SharedState::new);
+    let authenticator =
+        auth::Authenticator::new(&config, auth_db, router_rx.clone(), shared.clone());
     let auth_changed = Arc::new(Notify::new());
     claim_replay_dir(&config).await?;
     let replay = {
@@ -317,6 +319,7 @@ async fn run_node<A: Adapter + DefinedAdapter>(
         resume,
         model_rx,
         router_tx.clone(),
+        shared,
     );
     (node.init)(init).await?;
     let feed = node

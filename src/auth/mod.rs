@@ -185,7 +185,13 @@ struct Inner {
 }
 
 impl Authenticator {
-    pub fn new(config: &Config, db: Arc<Db>, router: watch::Receiver<Router>) -> Self {
+    /// `shared`: the cluster's Redis, where admin session tokens live when clustered.
+    pub fn new(
+        config: &Config,
+        db: Arc<Db>,
+        router: watch::Receiver<Router>,
+        shared: Option<crate::cluster::SharedState>,
+    ) -> Self {
         Authenticator {
             inner: Arc::new(Inner {
                 jwt_secret: config.strapi.jwt_secret.clone(),
@@ -199,7 +205,7 @@ impl Authenticator {
                     .time_to_live(LOOKUP_TTL)
                     .build(),
                 generation: AtomicU64::new(0),
-                sessions: SessionTokens::new(&config.security),
+                sessions: SessionTokens::new(&config.security).with_shared(shared),
             }),
         }
     }
@@ -296,6 +302,8 @@ impl Authenticator {
                 .inner
                 .sessions
                 .consume(token)
+                .await
+                .map_err(|_| AuthError::Unavailable)?
                 .ok_or(AuthError::InvalidToken)?;
             return self.live_admin(owner.user_id, owner.session).await;
         }

@@ -14,8 +14,10 @@
 //!   so a token issued by one node is accepted by another and a lockout holds on all.
 
 pub mod feed;
+pub mod shared;
 
 pub use feed::DeliveryFeed;
+pub use shared::SharedState;
 
 use std::time::Duration;
 

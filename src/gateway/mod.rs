@@ -27,7 +27,8 @@ pub use resume::Resume;
 /// Builds the axum app and the socket.io handle on `builder` (local, or with the Redis
 /// adapter), and the namespace's initialisation (a subscription to await, with Redis); `auth` checks handshakes, `resume` serves
 /// clients that reconnect with `auth.offset`; `model` (the Strapi model as last loaded)
-/// answers `subscribe-entity`; `router` is where the admin API's runtime settings go.
+/// answers `subscribe-entity`; `router` is where the admin API's runtime settings go;
+/// `shared` (clustered) holds the lockout counters and presence editors in Redis.
 pub fn build<A: Adapter + DefinedAdapter>(
     builder: SocketIoBuilder<A>,
     config: &Config,
@@ -36,6 +37,7 @@ pub fn build<A: Adapter + DefinedAdapter>(
     resume: Resume,
     model: watch::Receiver<Arc<StrapiModel>>,
     router: watch::Sender<crate::route::Router>,
+    shared: Option<crate::cluster::SharedState>,
 ) -> (axum::Router, SocketIo<A>, A::InitRes) {
     let max_payload = config.security.max_payload_bytes;
     let (layer, io) = builder
@@ -45,11 +47,12 @@ pub fn build<A: Adapter + DefinedAdapter>(
         .ws_max_message_size(usize::try_from(max_payload).unwrap_or(usize::MAX))
         .ws_max_frame_size(usize::try_from(max_payload).unwrap_or(usize::MAX))
         .build_layer();
-    let guard = crate::security::Guard::new(&config.security);
+    let guard = crate::security::Guard::new(&config.security).with_shared(shared.clone());
     let presence = presence::Presence::new(
         std::time::Duration::from_secs(config.security.presence_stale_secs),
         Arc::clone(auth.db()),
-    );
+    )
+    .with_shared(shared);
     let clients = client_events::ClientEvents::new(
         config,
         resume.router.clone(),

@@ -21,6 +21,7 @@ use tracing::debug;
 use super::client_events::{ClientError, now_ms};
 use super::subscriptions::SocketState;
 use crate::auth::Db;
+use crate::cluster::SharedState;
 use crate::route::Principal;
 
 const MAX_UID_LEN: usize = 128;
@@ -58,6 +59,9 @@ pub struct Presence {
     state: Arc<Mutex<State>>,
     stale: Duration,
     db: Arc<Db>,
+    /// Clustered: the editors of every entity are kept in Redis, so every node lists the
+    /// editors connected to any node (updates reach other nodes' rooms through the adapter).
+    shared: Option<SharedState>,
 }
 
 /// A validated `{uid, documentId}`.
@@ -99,15 +103,12 @@ fn parse_entity(payload: &Value) -> Result<Entity, ClientError> {
     Ok(Entity { uid, document_id })
 }
 
-fn editors_json(editors: &[Editor]) -> Value {
-    Value::Array(
-        editors
-            .iter()
-            .map(
-                |e| json!({"socketId": e.sid.to_string(), "user": e.user, "joinedAt": e.joined_at}),
-            )
-            .collect(),
-    )
+fn editor_json(e: &Editor) -> Value {
+    json!({"socketId": e.sid.to_string(), "user": e.user, "joinedAt": e.joined_at})
+}
+
+fn editors_json(editors: &[Editor]) -> Vec<Value> {
+    editors.iter().map(editor_json).collect()
 }
 
 /// Whether the socket's principal may take part in presence.
@@ -123,7 +124,48 @@ impl Presence {
             state: Arc::default(),
             stale,
             db,
+            shared: None,
         }
+    }
+
+    /// Keeps the editors in the cluster's Redis.
+    pub fn with_shared(mut self, shared: Option<SharedState>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// How long Redis keeps an entity's editors after their last write.
+    fn keep(&self) -> Duration {
+        self.stale * 2
+    }
+
+    /// The editors of `key` as every node knows them (clustered), else this node's `local`.
+    async fn editors(&self, key: &str, local: &[Editor]) -> Vec<Value> {
+        if let Some(shared) = &self.shared {
+            match shared.presence_editors(key, self.stale).await {
+                Ok(editors) => return editors,
+                Err(e) => {
+                    debug!(error = %e, "presence: Redis unavailable; this node's editors only")
+                }
+            }
+        }
+        editors_json(local)
+    }
+
+    /// After editors left (`removed`: entity, socket, this node's editors left): clears them
+    /// in Redis and tells each entity's room.
+    async fn announce_removals<A: Adapter>(&self, socket: &SocketRef<A>, removed: Vec<Removal>) {
+        let mut updates = Vec::with_capacity(removed.len());
+        for Removal { key, sid, left } in removed {
+            if let Some(shared) = &self.shared
+                && let Err(e) = shared.presence_remove(&key, &sid.to_string()).await
+            {
+                debug!(error = %e, "presence: removal not recorded in Redis");
+            }
+            let editors = self.editors(&key, &left).await;
+            updates.push((key, editors));
+        }
+        broadcast_updates(socket, updates).await;
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -148,19 +190,19 @@ impl Presence {
 
     /// Removes a socket (disconnect): leaves its entities, with broadcasts.
     pub async fn unregister<A: Adapter>(&self, socket: &SocketRef<A>) {
-        let updates = {
+        let removed = {
             let mut state = self.state();
             match state.sockets.remove(&socket.id) {
                 Some(reg) => remove_editor(&mut state, socket.id, reg.entities),
                 None => Vec::new(),
             }
         };
-        broadcast_updates(socket, updates).await;
+        self.announce_removals(socket, removed).await;
     }
 
     /// Removes registrations not seen for the stale timeout, at most once a second.
     async fn sweep<A: Adapter>(&self, socket: &SocketRef<A>) {
-        let updates = {
+        let removed = {
             let mut state = self.state();
             let now = Instant::now();
             if state
@@ -185,7 +227,7 @@ impl Presence {
             }
             updates
         };
-        broadcast_updates(socket, updates).await;
+        self.announce_removals(socket, removed).await;
     }
 
     /// The socket's registration touched now; the plugin's errors when there is none.
@@ -279,9 +321,18 @@ impl Presence {
             }
             editors.clone()
         };
+        if let Some(shared) = &self.shared
+            && let Some(me) = editors.iter().find(|e| e.sid == socket.id)
+            && let Err(e) = shared
+                .presence_put(&key, &socket.id.to_string(), &editor_json(me), self.keep())
+                .await
+        {
+            debug!(error = %e, "presence: join not recorded in Redis");
+        }
+        let editors = self.editors(&key, &editors).await;
         socket.join(entity.room());
         broadcast_updates(socket, vec![(key.clone(), editors.clone())]).await;
-        Ok(json!({"success": true, "entityKey": key, "editors": editors_json(&editors)}))
+        Ok(json!({"success": true, "entityKey": key, "editors": editors}))
     }
 
     pub async fn leave<A: Adapter>(
@@ -292,7 +343,7 @@ impl Presence {
         authenticated(socket).ok_or(ClientError::PresenceAuthRequired)?;
         let entity = parse_entity(payload)?;
         let key = entity.key();
-        let updates = {
+        let removed = {
             let mut state = self.state();
             let present = state
                 .sockets
@@ -305,13 +356,27 @@ impl Presence {
             }
         };
         socket.leave(entity.room());
-        broadcast_updates(socket, updates).await;
+        self.announce_removals(socket, removed).await;
         Ok(json!({"success": true, "entityKey": key}))
     }
 
     pub async fn heartbeat<A: Adapter>(&self, socket: &SocketRef<A>) -> Result<Value, ClientError> {
         self.sweep(socket).await;
         let last_seen = self.touch(socket, ClientError::PresenceSocketNotRegistered)?;
+        if let Some(shared) = &self.shared {
+            let entities: Vec<String> = self
+                .state()
+                .sockets
+                .get(&socket.id)
+                .map(|r| r.entities.iter().cloned().collect())
+                .unwrap_or_default();
+            if let Err(e) = shared
+                .presence_touch(&entities, &socket.id.to_string(), self.keep())
+                .await
+            {
+                debug!(error = %e, "presence: heartbeat not recorded in Redis");
+            }
+        }
         Ok(json!({"success": true, "lastSeen": last_seen}))
     }
 
@@ -372,27 +437,32 @@ impl Presence {
     ) -> Result<Value, ClientError> {
         self.sweep(socket).await;
         let entity = parse_entity(payload)?;
-        let editors = self
+        let local = self
             .state()
             .entities
             .get(&entity.key())
             .cloned()
             .unwrap_or_default();
+        let editors = self.editors(&entity.key(), &local).await;
+        let editing = !editors.is_empty();
         Ok(json!({
             "success": true,
-            "editors": editors_json(&editors),
-            "isBeingEdited": !editors.is_empty(),
+            "editors": editors,
+            "isBeingEdited": editing,
         }))
     }
 }
 
-/// Removes `sid` from `entities`; the updated editor lists to broadcast.
-fn remove_editor(
-    state: &mut State,
+/// An editor that left an entity: which, who, and this node's editors left there.
+struct Removal {
+    key: String,
     sid: Sid,
-    entities: BTreeSet<String>,
-) -> Vec<(String, Vec<Editor>)> {
-    let mut updates = Vec::new();
+    left: Vec<Editor>,
+}
+
+/// Removes `sid` from `entities`; what to announce.
+fn remove_editor(state: &mut State, sid: Sid, entities: BTreeSet<String>) -> Vec<Removal> {
+    let mut removed = Vec::new();
     for key in entities {
         if let Some(editors) = state.entities.get_mut(&key) {
             editors.retain(|e| e.sid != sid);
@@ -400,23 +470,24 @@ fn remove_editor(
             if left.is_empty() {
                 state.entities.remove(&key);
             }
-            updates.push((key, left));
+            removed.push(Removal { key, sid, left });
         }
     }
-    updates
+    removed
 }
 
 /// `presence:update {uid, documentId, editors, count, timestamp}` to each entity's room.
-async fn broadcast_updates<A: Adapter>(socket: &SocketRef<A>, updates: Vec<(String, Vec<Editor>)>) {
+async fn broadcast_updates<A: Adapter>(socket: &SocketRef<A>, updates: Vec<(String, Vec<Value>)>) {
     for (key, editors) in updates {
+        let count = editors.len();
         let Some((uid, document_id)) = key.rsplit_once(':') else {
             continue;
         };
         let body = json!({
             "uid": uid,
             "documentId": document_id,
-            "editors": editors_json(&editors),
-            "count": editors.len(),
+            "editors": editors,
+            "count": count,
             "timestamp": now_ms(),
         });
         let room = format!("presence:{key}");

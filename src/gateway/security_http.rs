@@ -104,7 +104,7 @@ async fn session<A: Adapter>(State(ctx): State<Arc<Ctx<A>>>, headers: HeaderMap)
     let Some((user_id, session)) = admin(&ctx, &headers).await else {
         return unauthorized();
     };
-    match ctx.auth.sessions().issue(user_id, session) {
+    match ctx.auth.sessions().issue(user_id, session).await {
         Ok(issued) => {
             let host = headers
                 .get(header::HOST)
@@ -125,7 +125,7 @@ async fn session<A: Adapter>(State(ctx): State<Arc<Ctx<A>>>, headers: HeaderMap)
             "TooManyRequestsError",
             &e.to_string(),
         ),
-        Err(e @ SessionError::Full) => error(
+        Err(e @ (SessionError::Full | SessionError::Unavailable)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailableError",
             &e.to_string(),
@@ -138,11 +138,25 @@ async fn sessions<A: Adapter>(State(ctx): State<Arc<Ctx<A>>>, headers: HeaderMap
         return unauthorized();
     }
     let tokens = ctx.auth.sessions();
-    let stats = tokens.stats();
+    let stats = match tokens.stats().await {
+        Ok(stats) => stats,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableError",
+                &e.to_string(),
+            );
+        }
+    };
+    // Every node's sockets when clustered (the adapter asks the others).
+    let connections = match ctx.io.fetch_sockets().await {
+        Ok(sockets) => sockets.len(),
+        Err(_) => ctx.io.sockets().len(),
+    };
     axum::Json(json!({"data": {
         "activeSessions": stats.active,
         "expiringSoon": stats.expiring_soon,
-        "activeSocketConnections": ctx.io.sockets().len(),
+        "activeSocketConnections": connections,
         "sessionTTL": u64::try_from(tokens.ttl.as_millis()).unwrap_or(u64::MAX),
         "refreshCooldown": u64::try_from(tokens.cooldown.as_millis()).unwrap_or(u64::MAX),
     }}))
@@ -175,7 +189,16 @@ async fn invalidate<A: Adapter>(
             "Invalid user ID",
         );
     };
-    let invalidated = ctx.auth.sessions().invalidate_user(id);
+    let invalidated = match ctx.auth.sessions().invalidate_user(id).await {
+        Ok(n) => n,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableError",
+                &e.to_string(),
+            );
+        }
+    };
     let mut disconnected = 0;
     for socket in ctx.io.sockets() {
         let is_user = socket.extensions.get::<Access>().is_some_and(
@@ -183,6 +206,20 @@ async fn invalidate<A: Adapter>(
         );
         if is_user && socket.disconnect().is_ok() {
             disconnected += 1;
+        }
+    }
+    // The admin's sockets on other nodes (clustered), found by their principal rooms.
+    let room = crate::route::principal::admin_room(id);
+    if let Ok(remote) = ctx
+        .io
+        .to([room.clone(), format!("{room}:draft")])
+        .fetch_sockets()
+        .await
+    {
+        for socket in remote {
+            if socket.disconnect().await.is_ok() {
+                disconnected += 1;
+            }
         }
     }
     let body: Value = json!({"data": {

@@ -63,14 +63,14 @@ pub fn register<A: Adapter + DefinedAdapter>(
             let ip = client_ip(&guard, &socket);
             let result = async {
                 guard.check_ip(ip)?;
-                guard.check_lockout(ip)?;
+                guard.check_lockout_anywhere(ip).await?;
                 let slot = guard.acquire(ip)?;
                 let handshake = HandshakeAuth::from_json(raw.ok())?;
                 let access = match auth.authenticate(&handshake).await {
                     Ok(access) => access,
                     Err(e) => {
                         if e != AuthError::Unavailable {
-                            guard.record_failure(ip);
+                            guard.record_failure_anywhere(ip).await;
                         }
                         return Err(e.into());
                     }

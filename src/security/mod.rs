@@ -110,6 +110,8 @@ struct Failures {
 #[derive(Debug, Clone)]
 pub struct Guard {
     inner: Arc<Inner>,
+    /// Clustered: failed handshakes are counted in Redis, so a lockout holds on every node.
+    shared: Option<crate::cluster::SharedState>,
 }
 
 #[derive(Debug)]
@@ -207,6 +209,38 @@ impl Guard {
                 per_ip: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
             }),
+            shared: None,
+        }
+    }
+
+    /// Counts failed handshakes in the cluster's Redis.
+    pub fn with_shared(mut self, shared: Option<crate::cluster::SharedState>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// [`Self::check_lockout`] over the whole cluster when clustered. If Redis does not
+    /// answer, this node's own count decides.
+    pub async fn check_lockout_anywhere(&self, ip: IpAddr) -> Result<(), GuardError> {
+        if let Some(shared) = &self.shared {
+            match shared.failures(&ip.to_string()).await {
+                Ok(n) if n >= self.inner.lockout_max => return Err(GuardError::LockedOut),
+                Ok(_) => return Ok(()),
+                Err(e) => tracing::debug!(error = %e, "lockout check falls back to this node"),
+            }
+        }
+        self.check_lockout(ip)
+    }
+
+    /// [`Self::record_failure`], and in the cluster's Redis when clustered.
+    pub async fn record_failure_anywhere(&self, ip: IpAddr) {
+        self.record_failure(ip);
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared
+                .failure(&ip.to_string(), self.inner.lockout_window)
+                .await
+        {
+            tracing::debug!(error = %e, "failed handshake not counted in the cluster");
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::cluster::SharedState;
 use crate::config::SecurityConfig;
 use crate::route::permissions::now_ms;
 
@@ -26,6 +27,9 @@ pub enum SessionError {
     /// walcast: the token table is full.
     #[error("Too many active sessions")]
     Full,
+    /// walcast, clustered: the cluster's Redis did not answer.
+    #[error("Session store unavailable")]
+    Unavailable,
 }
 
 /// A token just issued: the only time its plaintext exists in walcast.
@@ -69,6 +73,8 @@ pub struct SessionStats {
 #[derive(Debug, Clone)]
 pub struct SessionTokens {
     state: Arc<Mutex<State>>,
+    /// Clustered: the tokens live in Redis instead, so any node accepts them.
+    shared: Option<SharedState>,
     pub ttl: Duration,
     pub max_uses: u32,
     pub cooldown: Duration,
@@ -76,6 +82,10 @@ pub struct SessionTokens {
 
 fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The plugin's UUID check on admin tokens.
@@ -87,9 +97,89 @@ impl SessionTokens {
     pub fn new(config: &SecurityConfig) -> Self {
         SessionTokens {
             state: Arc::default(),
+            shared: None,
             ttl: Duration::from_secs(config.session_ttl_secs),
             max_uses: config.session_max_uses,
             cooldown: Duration::from_millis(config.session_cooldown_ms),
+        }
+    }
+
+    /// Keeps the tokens in the cluster's Redis.
+    pub fn with_shared(mut self, shared: Option<SharedState>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// A new token for admin `user_id`, signed in under Strapi session `session`.
+    pub async fn issue(&self, user_id: i64, session: String) -> Result<Issued, SessionError> {
+        let Some(shared) = &self.shared else {
+            return self.issue_local(user_id, session);
+        };
+        if let Some(left) = shared
+            .session_cooldown(user_id, self.cooldown)
+            .await
+            .map_err(|_| SessionError::Unavailable)?
+        {
+            let wait = left.as_millis().div_ceil(1000);
+            return Err(SessionError::Cooldown(
+                u64::try_from(wait).unwrap_or(u64::MAX).max(1),
+            ));
+        }
+        let token = uuid::Uuid::new_v4().to_string();
+        shared
+            .session_store(&hex(&hash(&token)), user_id, &session, self.ttl)
+            .await
+            .map_err(|_| SessionError::Unavailable)?;
+        Ok(self.issued(token))
+    }
+
+    /// Uses a token for one handshake (see [`Self::consume_local`]); `Err` when the cluster's
+    /// Redis cannot be asked.
+    pub async fn consume(&self, token: &str) -> Result<Option<TokenOwner>, SessionError> {
+        let Some(shared) = &self.shared else {
+            return Ok(self.consume_local(token));
+        };
+        let owner = shared
+            .session_consume(&hex(&hash(token)), self.max_uses)
+            .await
+            .map_err(|_| SessionError::Unavailable)?;
+        Ok(owner.map(|(user_id, session)| TokenOwner { user_id, session }))
+    }
+
+    /// Forgets every token of `user_id`; how many there were.
+    pub async fn invalidate_user(&self, user_id: i64) -> Result<usize, SessionError> {
+        match &self.shared {
+            None => Ok(self.invalidate_user_local(user_id)),
+            Some(shared) => shared
+                .session_invalidate_user(user_id)
+                .await
+                .map_err(|_| SessionError::Unavailable),
+        }
+    }
+
+    pub async fn stats(&self) -> Result<SessionStats, SessionError> {
+        match &self.shared {
+            None => Ok(self.stats_local()),
+            Some(shared) => {
+                let (active, expiring_soon) = shared
+                    .session_stats(EXPIRING_SOON)
+                    .await
+                    .map_err(|_| SessionError::Unavailable)?;
+                Ok(SessionStats {
+                    active,
+                    expiring_soon,
+                })
+            }
+        }
+    }
+
+    fn issued(&self, token: String) -> Issued {
+        let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        let issued_ms = now_ms();
+        Issued {
+            token,
+            expires_at_ms: issued_ms.saturating_add(ttl_ms),
+            refresh_after_ms: issued_ms.saturating_add(ttl_ms / 10 * 7),
         }
     }
 
@@ -97,8 +187,7 @@ impl SessionTokens {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A new token for admin `user_id`, signed in under Strapi session `session`.
-    pub fn issue(&self, user_id: i64, session: String) -> Result<Issued, SessionError> {
+    fn issue_local(&self, user_id: i64, session: String) -> Result<Issued, SessionError> {
         let now = Instant::now();
         let mut state = self.state();
         if let Some(last) = state.last_issued.get(&user_id) {
@@ -128,18 +217,13 @@ impl SessionTokens {
             },
         );
         state.last_issued.insert(user_id, now);
-        let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
-        let issued_ms = now_ms();
-        Ok(Issued {
-            token,
-            expires_at_ms: issued_ms.saturating_add(ttl_ms),
-            refresh_after_ms: issued_ms.saturating_add(ttl_ms / 10 * 7),
-        })
+        drop(state);
+        Ok(self.issued(token))
     }
 
     /// Uses a token for one handshake: its owner, or `None` when unknown, expired or used
     /// up (a used-up token is forgotten).
-    pub fn consume(&self, token: &str) -> Option<TokenOwner> {
+    fn consume_local(&self, token: &str) -> Option<TokenOwner> {
         let key = hash(token);
         let mut state = self.state();
         let entry = state.tokens.get_mut(&key)?;
@@ -155,15 +239,14 @@ impl SessionTokens {
         Some(owner)
     }
 
-    /// Forgets every token of `user_id`; how many there were.
-    pub fn invalidate_user(&self, user_id: i64) -> usize {
+    fn invalidate_user_local(&self, user_id: i64) -> usize {
         let mut state = self.state();
         let before = state.tokens.len();
         state.tokens.retain(|_, e| e.owner.user_id != user_id);
         before - state.tokens.len()
     }
 
-    pub fn stats(&self) -> SessionStats {
+    fn stats_local(&self) -> SessionStats {
         let now = Instant::now();
         let mut state = self.state();
         state.tokens.retain(|_, e| e.expires > now);
@@ -192,7 +275,7 @@ mod tests {
     #[test]
     fn stored_only_as_sha256() {
         let t = tokens(|_| {});
-        let issued = t.issue(1, "s".into()).unwrap();
+        let issued = t.issue_local(1, "s".into()).unwrap();
         assert!(is_uuid(&issued.token));
         let state = t.state();
         let (key, _) = state.tokens.iter().next().unwrap();
@@ -205,30 +288,33 @@ mod tests {
     #[test]
     fn uses_cooldown_and_refresh() {
         let t = tokens(|c| c.session_max_uses = 3);
-        let issued = t.issue(7, "s7".into()).unwrap();
+        let issued = t.issue_local(7, "s7".into()).unwrap();
         let ttl = 600_000;
         assert_eq!(issued.refresh_after_ms + ttl * 3 / 10, issued.expires_at_ms);
         assert_eq!(
-            t.issue(7, "s7".into()).unwrap_err(),
+            t.issue_local(7, "s7".into()).unwrap_err(),
             SessionError::Cooldown(3)
         );
         for _ in 0..3 {
-            assert_eq!(t.consume(&issued.token).unwrap().user_id, 7);
+            assert_eq!(t.consume_local(&issued.token).unwrap().user_id, 7);
         }
-        assert_eq!(t.consume(&issued.token), None);
-        assert_eq!(t.consume("00000000-0000-0000-0000-000000000000"), None);
+        assert_eq!(t.consume_local(&issued.token), None);
+        assert_eq!(
+            t.consume_local("00000000-0000-0000-0000-000000000000"),
+            None
+        );
         assert!(!is_uuid("not-a-uuid"));
     }
 
     #[test]
     fn invalidate_and_stats() {
         let t = tokens(|c| c.session_cooldown_ms = 0);
-        t.issue(1, "a".into()).unwrap();
-        t.issue(1, "a".into()).unwrap();
-        t.issue(2, "b".into()).unwrap();
-        assert_eq!(t.stats().active, 3);
-        assert_eq!(t.invalidate_user(1), 2);
-        assert_eq!(t.stats().active, 1);
-        assert_eq!(t.stats().expiring_soon, 0);
+        t.issue_local(1, "a".into()).unwrap();
+        t.issue_local(1, "a".into()).unwrap();
+        t.issue_local(2, "b".into()).unwrap();
+        assert_eq!(t.stats_local().active, 3);
+        assert_eq!(t.invalidate_user_local(1), 2);
+        assert_eq!(t.stats_local().active, 1);
+        assert_eq!(t.stats_local().expiring_soon, 0);
     }
 }

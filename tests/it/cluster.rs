@@ -20,13 +20,16 @@ pub fn redis_url() -> String {
         .unwrap_or_else(|_| "redis://127.0.0.1:6379/?protocol=resp3".into())
 }
 
-/// Removes the test's keys (the stream; the adapter uses channels only).
+/// Removes the test's keys (the adapter uses channels only).
 async fn forget(prefix: &str) {
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::AsyncCommands::del(&mut conn, format!("{prefix}:deliveries"))
+    let keys: Vec<String> = redis::AsyncCommands::keys(&mut conn, format!("{prefix}:*"))
         .await
         .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::AsyncCommands::del(&mut conn, keys).await.unwrap();
+    }
 }
 
 async fn stream_len(prefix: &str) -> usize {
@@ -329,6 +332,109 @@ async fn kill_9_of_the_leader_during_5000_changes_loses_nothing() {
         c.close().await;
     }
     follower.stop().await;
+    forget(&prefix).await;
+    db.drop_all().await;
+}
+
+/// Issue 9 (5), and the state nodes share: two admins on two nodes, with session tokens both
+/// issued by the first node (the second accepts them: tokens live in Redis). Each sees the
+/// other in `presence:join`'s editors and `presence:update`, typing crosses nodes, a disconnect
+/// on one node updates the other; invalidating an admin's tokens through one node
+/// disconnects its socket on the other; failed handshakes count on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_tokens_and_lockouts_are_shared_across_nodes() {
+    use crate::auth::{accepted, refused};
+    use crate::presence::{ack, admin_auth, entity, get, post, token, two_admins, update_with};
+
+    let db = TestDatabase::new().await;
+    let config = db.config();
+    let (jwt1, jwt2) = two_admins(&db, &config).await;
+    let prefix = format!("walcast-test:{}", db.name);
+    forget(&prefix).await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node = |dir| {
+        let mut c = node_config(&db, &prefix, dir);
+        c.security.lockout_max_failures = 3;
+        c
+    };
+    let a_node = Walcast::start(node(&dir_a)).await;
+    let b_node = Walcast::start(node(&dir_b)).await;
+    assert_eq!(readyz(&b_node).await, "following");
+
+    // Both tokens from node A; the second is used on node B.
+    let (token1, token2) = (token(&a_node, &jwt1).await, token(&a_node, &jwt2).await);
+    let (status, stats) = get(&b_node, "/io/security/sessions", &jwt1).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(
+        stats["data"]["activeSessions"], 2,
+        "node B counts node A's tokens"
+    );
+    let mut a = accepted(&a_node, admin_auth(&token1)).await;
+    let mut b = accepted(&b_node, admin_auth(&token2)).await;
+
+    let a0 = a.seen.len();
+    let joined = ack(&mut a, "presence:join", entity()).await;
+    assert_eq!(joined["success"], true, "{joined}");
+    update_with(&mut a, a0, 1).await;
+    let (a1, b0) = (a.seen.len(), b.seen.len());
+    let joined = ack(&mut b, "presence:join", entity()).await;
+    let editors = joined["editors"].as_array().unwrap();
+    assert_eq!(editors.len(), 2, "node B lists node A's editor: {joined}");
+    assert_eq!(editors[0]["user"]["id"], 1);
+    assert_eq!(editors[0]["socketId"], a.socket_id());
+    assert_eq!(editors[1]["user"]["id"], 2);
+    let update = update_with(&mut a, a1, 2).await;
+    assert_eq!(update["editors"][1]["socketId"], b.socket_id());
+    update_with(&mut b, b0, 2).await;
+
+    // Typing on node B reaches the editor on node A.
+    let typing =
+        json!({"uid": "api::article.article", "documentId": "doc-1", "fieldName": "title"});
+    b.command(json!({"cmd": "emit", "event": "presence:typing", "args": [typing]}))
+        .await;
+    let seen = a.event("presence:typing", EVENT_TIMEOUT).await;
+    assert_eq!(seen[0]["user"]["id"], 2);
+
+    // A heartbeat on B keeps B listed; a check on A sees both.
+    let beat = ack(&mut b, "presence:heartbeat", json!({})).await;
+    assert_eq!(beat["success"], true, "{beat}");
+    let check = ack(&mut a, "presence:check", entity()).await;
+    assert_eq!(check["editors"].as_array().unwrap().len(), 2, "{check}");
+
+    // B disconnects: A's room learns it, and A's check lists A alone.
+    let a2 = a.seen.len();
+    b.command(json!({"cmd": "disconnect"})).await;
+    let update = update_with(&mut a, a2, 1).await;
+    assert_eq!(update["editors"][0]["user"]["id"], 1);
+    b.close().await;
+
+    // Invalidating admin 1's tokens through node B disconnects admin 1's socket on node A.
+    let (status, body) = post(&b_node, "/io/security/invalidate/1", &jwt2).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["invalidatedSessions"], 1, "{body}");
+    assert_eq!(body["data"]["disconnectedSockets"], 1, "{body}");
+    a.next_matching("admin 1 disconnected", EVENT_TIMEOUT, |l| {
+        l["type"] == "disconnect"
+    })
+    .await;
+    a.close().await;
+
+    // Failed handshakes: two on A and one on B lock the address out on both.
+    let bad = json!({"token": "not-a-jwt"});
+    refused(&a_node, bad.clone()).await;
+    refused(&a_node, bad.clone()).await;
+    refused(&b_node, bad).await;
+    assert_eq!(
+        refused(&b_node, json!({})).await,
+        "Too many authentication attempts. Try again later."
+    );
+    assert_eq!(
+        refused(&a_node, json!({})).await,
+        "Too many authentication attempts. Try again later."
+    );
+
+    b_node.stop().await;
+    a_node.stop().await;
     forget(&prefix).await;
     db.drop_all().await;
 }

@@ -16,7 +16,7 @@ const ARTICLE: &str = "api::article.article";
 
 /// Admin users 1 (from the fixture) and 2, each with a live Strapi admin session; their
 /// admin access JWTs.
-async fn two_admins(db: &TestDatabase, config: &Config) -> (String, String) {
+pub(crate) async fn two_admins(db: &TestDatabase, config: &Config) -> (String, String) {
     db.replay_range(1, 2).await;
     db.client
         .batch_execute(
@@ -39,11 +39,11 @@ async fn new_session(walcast: &Walcast, bearer: &str) -> (u16, Value) {
     post(walcast, "/io/presence/session", bearer).await
 }
 
-async fn post(walcast: &Walcast, path: &str, bearer: &str) -> (u16, Value) {
+pub(crate) async fn post(walcast: &Walcast, path: &str, bearer: &str) -> (u16, Value) {
     request(walcast, "POST", path, bearer).await
 }
 
-async fn get(walcast: &Walcast, path: &str, bearer: &str) -> (u16, Value) {
+pub(crate) async fn get(walcast: &Walcast, path: &str, bearer: &str) -> (u16, Value) {
     request(walcast, "GET", path, bearer).await
 }
 
@@ -56,30 +56,30 @@ async fn request(walcast: &Walcast, method: &str, path: &str, bearer: &str) -> (
 }
 
 /// A session token for the admin behind `jwt`.
-async fn token(walcast: &Walcast, jwt: &str) -> String {
+pub(crate) async fn token(walcast: &Walcast, jwt: &str) -> String {
     let (status, body) = new_session(walcast, jwt).await;
     assert_eq!(status, 200, "{body}");
     body["token"].as_str().unwrap().to_owned()
 }
 
-fn admin_auth(token: &str) -> Value {
+pub(crate) fn admin_auth(token: &str) -> Value {
     json!({"token": token, "strategy": "admin-jwt", "isAdmin": true})
 }
 
-async fn ack(client: &mut JsClient, event: &str, payload: Value) -> Value {
+pub(crate) async fn ack(client: &mut JsClient, event: &str, payload: Value) -> Value {
     client
         .emit_with_ack(event, json!([payload]))
         .await
         .remove(0)
 }
 
-fn entity() -> Value {
+pub(crate) fn entity() -> Value {
     json!({"uid": ARTICLE, "documentId": "doc-1", "contentTypeName": "Article", "entryTitle": "Hello"})
 }
 
 /// The first `presence:update` with `count` editors among the lines from `from` on (already
 /// seen, as the broadcast may arrive before an ack, or still to come).
-async fn update_with(client: &mut JsClient, from: usize, count: u64) -> Value {
+pub(crate) async fn update_with(client: &mut JsClient, from: usize, count: u64) -> Value {
     let is_update = move |l: &Value| {
         l["type"] == "event" && l["name"] == "presence:update" && l["args"][0]["count"] == count
     };
