@@ -88,6 +88,34 @@ pub fn deliver_raw<A: Adapter>(
     fan
 }
 
+/// [`deliver_raw`] on this node, or `clustered`: through the Socket.IO adapter to the members
+/// of `rooms` (every socket when empty) on every node, each once. The other nodes' sockets are
+/// not counted here (`sent` counts this node's only when not clustered).
+pub async fn deliver_raw_anywhere<A: Adapter>(
+    io: &SocketIo<A>,
+    rooms: &[String],
+    event: &str,
+    args: &(impl Serialize + ?Sized),
+    clustered: bool,
+) -> FanOut {
+    if !clustered {
+        return deliver_raw(io, rooms, event, &args);
+    }
+    let Some(ns) = io.of("/") else {
+        return FanOut::default(); // shutting down
+    };
+    let target = if rooms.is_empty() {
+        ns
+    } else {
+        ns.to(rooms.to_vec())
+    };
+    if let Err(e) = target.emit(event, args).await {
+        crate::metrics::EMIT_ERRORS.inc();
+        warn!(event, error = %e, "an event did not reach every socket of the cluster");
+    }
+    FanOut::default()
+}
+
 /// Queues one event for one socket; a full queue disconnects the socket.
 fn send<A: Adapter>(socket: SocketRef<A>, event: &str, args: &impl Serialize, fan: &mut FanOut) {
     match socket.emit(event, args) {

@@ -202,32 +202,16 @@ pub async fn emit<A: Adapter>(io: &SocketIo<A>, delivery: &Delivery) {
 }
 
 /// Emits a custom event from SQL to its rooms, or to every socket.
-/// Clustered, it goes through the Socket.IO adapter, to the sockets of every node (custom
-/// events are not in the replay log; a socket's queue that is full drops it there).
+/// Clustered, it goes through the Socket.IO adapter to the sockets of every node (custom
+/// events are not in the replay log).
 pub async fn emit_custom<A: Adapter>(
     io: &SocketIo<A>,
     event: &crate::route::custom::CustomEvent,
     clustered: bool,
 ) {
-    if clustered {
-        crate::metrics::CUSTOM_EVENTS.inc();
-        let Some(ns) = io.of("/") else { return };
-        let target = if event.rooms.is_empty() {
-            ns
-        } else {
-            ns.to(event.rooms.clone())
-        };
-        if let Err(e) = target.emit(&event.event, &event.data).await {
-            crate::metrics::EMIT_ERRORS.inc();
-            warn!(event = %event.event, error = %e, "custom event did not reach every socket of the cluster");
-        }
-        crate::http::monitor::MONITOR.record(
-            &event.event,
-            serde_json::json!({ "custom": true, "rooms": &event.rooms, "cluster": true }),
-        );
-        return;
-    }
-    let fan = super::fanout::deliver_raw(io, &event.rooms, &event.event, &event.data);
+    let fan =
+        super::fanout::deliver_raw_anywhere(io, &event.rooms, &event.event, &event.data, clustered)
+            .await;
     crate::metrics::CUSTOM_EVENTS.inc();
     crate::http::monitor::MONITOR.record(
         &event.event,

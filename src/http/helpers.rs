@@ -17,7 +17,7 @@ use super::monitor::MONITOR;
 use super::{AdminApi, ApiError, Body};
 use crate::assemble::Action;
 use crate::config::PayloadFormat;
-use crate::gateway::fanout::deliver_raw;
+use crate::gateway::fanout::deliver_raw_anywhere;
 use crate::gateway::subscriptions::{SocketState, Subscription};
 use crate::route::payload::plugin_io_entry;
 use crate::route::{Audience, entity::entity_room};
@@ -120,7 +120,8 @@ async fn emit<A: Adapter>(
     };
     let name = format!("{}:{}", body.schema.singular_name, body.event);
     if !rooms.is_empty() {
-        let fan = deliver_raw(&api.inner.io, &rooms, &name, &payload);
+        let fan =
+            deliver_raw_anywhere(&api.inner.io, &rooms, &name, &payload, api.clustered()).await;
         MONITOR.record(
             &name,
             json!({ "uid": body.schema.uid, "recipients": fan.sent }),
@@ -149,12 +150,14 @@ async fn raw<A: Adapter>(
     for room in &rooms {
         check_room(room)?;
     }
-    let fan = deliver_raw(
+    let fan = deliver_raw_anywhere(
         &api.inner.io,
         &rooms,
         &body.event,
         &json!({ "data": body.data }),
-    );
+        api.clustered(),
+    )
+    .await;
     MONITOR.record(
         &body.event,
         json!({ "rooms": rooms, "recipients": fan.sent }),
@@ -199,15 +202,22 @@ async fn leave_room<A: Adapter>(
     })))
 }
 
-fn members<A: Adapter>(api: &AdminApi<A>, room: String) -> Value {
-    let sockets: Vec<Value> = api
-        .inner
-        .io
-        .to(room)
-        .sockets()
-        .iter()
-        .map(|s| json!({ "id": s.id.to_string(), "user": null }))
-        .collect();
+/// The members of `room` on every node (the adapter asks the others when clustered).
+async fn members<A: Adapter>(api: &AdminApi<A>, room: String) -> Value {
+    let sockets: Vec<Value> = match api.inner.io.to(room.clone()).fetch_sockets().await {
+        Ok(sockets) => sockets
+            .iter()
+            .map(|s| json!({ "id": s.data().id.to_string(), "user": null }))
+            .collect(),
+        Err(_) => api
+            .inner
+            .io
+            .to(room)
+            .sockets()
+            .iter()
+            .map(|s| json!({ "id": s.id.to_string(), "user": null }))
+            .collect(),
+    };
     json!(sockets)
 }
 
@@ -217,7 +227,7 @@ async fn sockets_in_room<A: Adapter>(
     Path(room): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_room(&room)?;
-    Ok(data(members(&api, room)))
+    Ok(data(members(&api, room).await))
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,10 +245,31 @@ async fn private_message<A: Adapter>(
     Body(body): Body<SocketEventBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_event(&body.event)?;
-    let to = socket(&api, &body.socket_id)
-        .ok_or_else(|| ApiError::NotFound("Socket not found".into()))?;
-    if to.emit(&body.event, &body.data).is_err() {
-        crate::metrics::EMIT_ERRORS.inc();
+    match socket(&api, &body.socket_id) {
+        Some(to) => {
+            if to.emit(&body.event, &body.data).is_err() {
+                crate::metrics::EMIT_ERRORS.inc();
+            }
+        }
+        // Clustered: the socket may be on another node (every socket is in its id's room).
+        None if api.clustered() => {
+            let sid = Sid::from_str(&body.socket_id)
+                .map_err(|_| ApiError::NotFound("Socket not found".into()))?;
+            let found = api
+                .inner
+                .io
+                .to(sid)
+                .fetch_sockets()
+                .await
+                .unwrap_or_default();
+            let Some(to) = found.into_iter().next() else {
+                return Err(ApiError::NotFound("Socket not found".into()));
+            };
+            if to.emit(&body.event, &body.data).await.is_err() {
+                crate::metrics::EMIT_ERRORS.inc();
+            }
+        }
+        None => return Err(ApiError::NotFound("Socket not found".into())),
     }
     MONITOR.record(&body.event, json!({ "socketId": body.socket_id }));
     Ok(data(Value::Null))
@@ -250,6 +281,27 @@ async fn broadcast<A: Adapter>(
     Body(body): Body<SocketEventBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     check_event(&body.event)?;
+    if api.clustered() {
+        // Every node's sockets but that one (which may be on any node).
+        let sid = Sid::from_str(&body.socket_id)
+            .map_err(|_| ApiError::NotFound("Socket not found".into()))?;
+        let found = api
+            .inner
+            .io
+            .to(sid)
+            .fetch_sockets()
+            .await
+            .unwrap_or_default();
+        if found.is_empty() {
+            return Err(ApiError::NotFound("Socket not found".into()));
+        }
+        if let Err(e) = api.inner.io.except(sid).emit(&body.event, &body.data).await {
+            crate::metrics::EMIT_ERRORS.inc();
+            tracing::warn!(error = %e, "broadcast did not reach every socket of the cluster");
+        }
+        MONITOR.record(&body.event, json!({ "from": body.socket_id }));
+        return Ok(data(Value::Null));
+    }
     let from = socket(&api, &body.socket_id)
         .ok_or_else(|| ApiError::NotFound("Socket not found".into()))?;
     for s in api.inner.io.sockets() {
@@ -286,8 +338,15 @@ async fn emit_to_namespace<A: Adapter>(
         .io
         .of(&path)
         .ok_or_else(|| ApiError::NotFound(format!("Namespace {path} not found")))?;
-    for s in ns.sockets() {
-        let _ = s.emit(&body.event, &body.data);
+    if api.clustered() {
+        if let Err(e) = ns.emit(&body.event, &body.data).await {
+            crate::metrics::EMIT_ERRORS.inc();
+            tracing::warn!(error = %e, "namespace emit did not reach every socket of the cluster");
+        }
+    } else {
+        for s in ns.sockets() {
+            let _ = s.emit(&body.event, &body.data);
+        }
     }
     MONITOR.record(&body.event, json!({ "namespace": path }));
     Ok(data(Value::Null))
@@ -428,12 +487,14 @@ async fn emit_to_entity<A: Adapter>(
 ) -> Result<axum::Json<Value>, ApiError> {
     check_event(&body.event)?;
     let room = entity_room(&body.uid, &id_text(&body.id)?);
-    deliver_raw(
+    deliver_raw_anywhere(
         &api.inner.io,
         std::slice::from_ref(&room),
         &body.event,
         &body.data,
-    );
+        api.clustered(),
+    )
+    .await;
     MONITOR.record(&body.event, json!({ "room": room }));
     Ok(data(Value::Null))
 }
@@ -443,5 +504,5 @@ async fn entity_room_sockets<A: Adapter>(
     State(api): State<AdminApi<A>>,
     Path((uid, id)): Path<(String, String)>,
 ) -> axum::Json<Value> {
-    data(members(&api, entity_room(&uid, &id)))
+    data(members(&api, entity_room(&uid, &id)).await)
 }

@@ -185,6 +185,11 @@ impl<A: Adapter> AdminApi<A> {
         ))
     }
 
+    /// Whether several nodes share sockets through Redis (`redis.url`).
+    pub fn clustered(&self) -> bool {
+        self.inner.config.redis.url.is_some()
+    }
+
     /// Whether `bearer` is the API key or a live admin's access JWT.
     pub async fn authenticate(&self, bearer: &str) -> Result<(), ApiError> {
         let key: &Secret = &self.inner.config.admin.api_key;

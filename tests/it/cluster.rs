@@ -59,8 +59,11 @@ fn node_config(
     config.delivery.state_dir = Some(dir.path().to_owned());
     config.redis.url = Some(redis_url());
     config.redis.prefix = Some(prefix.to_owned());
+    config.admin.api_key = walcast::config::Secret::new(API_KEY);
     config
 }
+
+const API_KEY: &str = "cluster-test-admin-key";
 
 /// Issue 9 (3): two walcast nodes and Redis; a client on the follower receives the events
 /// the leader decoded (with their offsets, the same as the leader's client), custom events
@@ -107,6 +110,44 @@ async fn a_client_on_the_follower_gets_what_the_leader_decoded() {
         .unwrap();
     let hello = on_follower.event("cluster:hello", EVENT_TIMEOUT).await;
     assert_eq!(hello[0], json!({"n": 1}));
+
+    // A server helper called on the follower reaches the leader's client, and the room
+    // listing of either node shows both nodes' sockets.
+    let (status, body) = crate::support::http_request(
+        follower.addr,
+        "POST",
+        "/io/raw",
+        Some(API_KEY),
+        Some(r#"{"event":"cluster:raw","data":{"from":"follower"}}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let raw = on_leader.event("cluster:raw", EVENT_TIMEOUT).await;
+    assert_eq!(raw[0], json!({"data": {"from": "follower"}}));
+    let (status, body) = crate::support::http_request(
+        leader.addr,
+        "GET",
+        "/io/rooms/io-role-public/sockets",
+        Some(API_KEY),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let members: Value = serde_json::from_str(&body).unwrap();
+    let ids: BTreeSet<&str> = members["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    let want: BTreeSet<String> = [on_leader.socket_id(), on_follower.socket_id()].into();
+    assert_eq!(
+        ids,
+        want.iter().map(String::as_str).collect(),
+        "both nodes' members"
+    );
 
     // The follower logged what it followed: a client resuming there from before the tag gets
     // it again, and nothing it may not read.
