@@ -15,7 +15,8 @@ say = @printf '\n==> %s\n' $(1)
 .PHONY: help test lint demo pg-stop clean-pg js-deps bench
 
 help:
-	@echo "make test      private Postgres cluster + Node packages, then cargo test --all-targets"
+	@echo "make test      private Postgres cluster, a Redis (the machine's or a private one) and Node"
+	@echo "              packages, then cargo test --all-targets"
 	@echo "make lint      cargo fmt --check and cargo clippy --all-targets -- -D warnings"
 	@echo "make demo      walcast on a demo cluster loaded with the Strapi 5.54 fixture (scripts/demo.sh;"
 	@echo "              WALCAST_DEMO_FRESH=1 reloads the fixture from scratch)"
@@ -36,15 +37,20 @@ js-deps: $(JS_STAMP)
 # it here installs/initialises it up front and shows what happened. The cluster is stopped at the
 # end (also on failure) unless it was already running before.
 test:
-	@if scripts/pg-cluster.sh status test 2>/dev/null; then \
+	@stop_pg=0; \
+	if scripts/pg-cluster.sh status test 2>/dev/null; then \
 	    echo "==> the test Postgres cluster is already running: it stays up afterwards"; \
 	else \
-	    trap 'printf "\n==> stopping the test Postgres cluster (it was not running before)\n"; scripts/pg-cluster.sh stop test' EXIT; \
-	    trap 'exit 130' INT; trap 'exit 143' TERM; \
+	    stop_pg=1; \
 	fi; \
+	trap 'scripts/redis.sh stop; if [ $$stop_pg = 1 ]; then printf "\n==> stopping the test Postgres cluster (it was not running before)\n"; scripts/pg-cluster.sh stop test; fi' EXIT; \
+	trap 'exit 130' INT; trap 'exit 143' TERM; \
 	printf '\n==> starting the private test Postgres cluster (scripts/pg-cluster.sh start test)\n'; \
 	url="$$(scripts/pg-cluster.sh start test | tail -n 1)"; \
 	echo "    $$url"; \
+	printf '\n==> finding a Redis 7+ for the cluster tests (scripts/redis.sh ensure)\n'; \
+	redis_out="$$(scripts/redis.sh ensure)"; echo "$$redis_out" | sed 's/^/    /'; \
+	export WALCAST_TEST_REDIS_URL="$$(echo "$$redis_out" | tail -n 1)"; \
 	$(MAKE) --no-print-directory js-deps; \
 	printf '\n==> running the tests (RUST_BACKTRACE=1 cargo test --all-targets)\n'; \
 	mkdir -p target; \

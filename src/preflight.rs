@@ -57,6 +57,50 @@ pub fn slot_lag_finding(
 }
 
 /// `walcast check`: one line per finding; exit 1 when anything blocks running.
+/// Whether the cluster's Redis answers over RESP3 and is recent enough (7+: the adapter's
+/// RESP3 push messages, `PEXPIRE … NX`).
+async fn redis_finding(config: &Config, url: &str) -> Result<String, String> {
+    let shown = crate::config::redact_url(url);
+    let prefix = config.redis.prefix_for(&config.replication.slot);
+    let cluster = crate::cluster::Cluster::new(url, &prefix)
+        .map_err(|e| format!("redis.url {shown}: {}", error_chain(&e)))?;
+    let mut conn = cluster.connection(false).await.map_err(|e| {
+        format!(
+            "cannot reach Redis at {shown} over RESP3: {} (is it Redis 7+, and does the URL end in ?protocol=resp3?)",
+            error_chain(&e)
+        )
+    })?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("Redis at {shown}: INFO failed: {e}"))?;
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 7 {
+        return Err(format!(
+            "Redis at {shown} is version {version}; clustering needs Redis 7 or later"
+        ));
+    }
+    let held: usize = redis::cmd("XLEN")
+        .arg(cluster.key("deliveries"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or(0);
+    Ok(format!(
+        "Redis {version} at {shown} answers over RESP3; cluster prefix {prefix:?}, {held} deliveries in its stream"
+    ))
+}
+
 pub async fn check(config: &Config) -> std::process::ExitCode {
     let mut blockers = 0;
     let mut report = |ok: Result<String, String>| match ok {
@@ -214,6 +258,9 @@ pub async fn check(config: &Config) -> std::process::ExitCode {
             config.replication.slot
         ))),
         Err(e) => report(Err(error_chain(&e))),
+    }
+    if let Some(url) = &config.redis.url {
+        report(redis_finding(config, url).await);
     }
     for (name, secret) in [
         ("strapi.jwt_secret (JWT_SECRET)", &config.strapi.jwt_secret),

@@ -314,12 +314,14 @@ async fn run_node<A: Adapter + DefinedAdapter>(
     let (app, io, init) = gateway::build(
         node.builder,
         &config,
-        Arc::clone(&health),
-        authenticator.clone(),
-        resume,
-        model_rx,
-        router_tx.clone(),
-        shared,
+        gateway::Parts {
+            health: Arc::clone(&health),
+            auth: authenticator.clone(),
+            resume,
+            model: model_rx,
+            router: router_tx.clone(),
+            shared,
+        },
     );
     (node.init)(init).await?;
     let feed = node

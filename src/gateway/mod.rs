@@ -24,21 +24,34 @@ use crate::strapi::StrapiModel;
 pub use http::Health;
 pub use resume::Resume;
 
+/// What the gateway serves from: `auth` checks handshakes, `resume` serves clients that
+/// reconnect with `auth.offset`, `model` (the Strapi model as last loaded) answers
+/// `subscribe-entity`, `router` is where the admin API's runtime settings go, `shared`
+/// (clustered) holds lockout counters and presence editors in Redis.
+pub struct Parts {
+    pub health: Arc<Health>,
+    pub auth: crate::auth::Authenticator,
+    pub resume: Resume,
+    pub model: watch::Receiver<Arc<StrapiModel>>,
+    pub router: watch::Sender<crate::route::Router>,
+    pub shared: Option<crate::cluster::SharedState>,
+}
+
 /// Builds the axum app and the socket.io handle on `builder` (local, or with the Redis
-/// adapter), and the namespace's initialisation (a subscription to await, with Redis); `auth` checks handshakes, `resume` serves
-/// clients that reconnect with `auth.offset`; `model` (the Strapi model as last loaded)
-/// answers `subscribe-entity`; `router` is where the admin API's runtime settings go;
-/// `shared` (clustered) holds the lockout counters and presence editors in Redis.
+/// adapter), and the namespace's initialisation (a subscription to await, with Redis).
 pub fn build<A: Adapter + DefinedAdapter>(
     builder: SocketIoBuilder<A>,
     config: &Config,
-    health: Arc<Health>,
-    auth: crate::auth::Authenticator,
-    resume: Resume,
-    model: watch::Receiver<Arc<StrapiModel>>,
-    router: watch::Sender<crate::route::Router>,
-    shared: Option<crate::cluster::SharedState>,
+    parts: Parts,
 ) -> (axum::Router, SocketIo<A>, A::InitRes) {
+    let Parts {
+        health,
+        auth,
+        resume,
+        model,
+        router,
+        shared,
+    } = parts;
     let max_payload = config.security.max_payload_bytes;
     let (layer, io) = builder
         .req_path(config.server.path.clone())

@@ -117,6 +117,29 @@ async fn setup_is_idempotent_and_check_reports_blockers() {
     assert_eq!(check.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("wal_level is logical"), "{stdout}");
 
+    // Clustered: check asks the Redis; one that does not answer is a blocker.
+    let with_redis = |url: &str| {
+        walcast()
+            .env("DATABASE_URL", &db.url)
+            .env("WALCAST_SLOT", &db.name)
+            .env("WALCAST_PUBLICATION", &db.name)
+            .env("WALCAST_REDIS_URL", url)
+            .arg("check")
+            .output()
+            .unwrap()
+    };
+    let check = with_redis(&crate::cluster::redis_url());
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("answers over RESP3"), "{stdout}");
+    let check = with_redis("redis://127.0.0.1:1/?protocol=resp3");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("BLOCKER  cannot reach Redis at redis://127.0.0.1:1/"),
+        "{stdout}"
+    );
+
     db.client
         .execute("SELECT pg_drop_replication_slot($1)", &[&db.name])
         .await
