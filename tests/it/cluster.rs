@@ -286,6 +286,7 @@ async fn kill_9_of_the_leader_during_5000_changes_loses_nothing() {
         seen_before_kill += 1;
     }
     leader.kill_9().await;
+    let killed = std::time::Instant::now();
     let last_offset = on_leader
         .seen
         .iter()
@@ -303,6 +304,7 @@ async fn kill_9_of_the_leader_during_5000_changes_loses_nothing() {
             .is_ok_and(|(_, body)| body == "ready")
     })
     .await;
+    let takeover = killed.elapsed();
     // The leader's client comes back on the new leader, resuming from its last offset.
     let mut resumed = JsClient::spawn(
         &follower.url(),
@@ -365,7 +367,8 @@ async fn kill_9_of_the_leader_during_5000_changes_loses_nothing() {
     assert!(follower.metric("walcast_leader_takeovers_total", "").await >= 1.0);
     eprintln!(
         "cluster kill -9: {ROWS} rows, {seen_before_kill} seen on the leader before the kill; \
-         the resumed client got {} events after it",
+         the follower led {} ms after the kill; the resumed client got {} events after it",
+        takeover.as_millis(),
         resumed.seen.iter().filter(|l| is_tag(l)).count()
     );
 
