@@ -7,8 +7,9 @@
 //! ([`README_API_KEY`]), as the README says; these two placeholders are the only text the tests
 //! replace (with the test walcast's address and key). Everything else runs as written:
 //! - TOML blocks: configurations walcast accepts.
-//! - the set-up commands (`check`, `setup`, `run`) with the `walcast` binary on PATH and Strapi's
-//!   `DATABASE_URL` pointing at a fresh fixture database; `run` until `/readyz` answers 200.
+//! - the set-up commands (`check`, `setup`, `run`, and `teardown` from the text) with the
+//!   `walcast` binary on PATH and Strapi's `DATABASE_URL` pointing at a fresh fixture database;
+//!   `run` until `/readyz` answers 200.
 //! - the TLS `DATABASE_URL` line in bash, its value read by walcast's configuration.
 //! - the socket.io-client examples in Node (the examples' module code, with the variables a
 //!   fragment assumes — `url`, `jwt`, `socket`, … — defined before it and a few lines after it
@@ -308,6 +309,36 @@ async fn the_set_up_commands_run_as_written() {
         .expect("`walcast run` stops on SIGTERM")
         .unwrap();
     assert!(status.success(), "`walcast run` exits cleanly: {status}");
+
+    // Step 5 (in the text, not a block): teardown drops the slot and the publication.
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let teardown = "walcast --config config.toml teardown";
+    assert!(
+        readme.contains(&format!("`{teardown}`")),
+        "README's teardown step"
+    );
+    let output = std::process::Command::new("bash")
+        .args(["-c", teardown])
+        .current_dir(repo())
+        .envs(env)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("walcast teardown:"), "{stdout}");
+    let slots = db
+        .client
+        .query(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1
+             UNION ALL SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&db.name],
+        )
+        .await
+        .unwrap();
+    assert!(
+        slots.is_empty(),
+        "teardown left the slot or the publication"
+    );
     db.drop_all().await;
 }
 
