@@ -16,7 +16,8 @@
 //!   that print what the example's socket got).
 //! - the @walcast/client, React and Vue examples bundled with esbuild and run in headless
 //!   Chromium (`tests/js/readme-browser.mjs`; React and Vue inside the small apps of
-//!   `tests/js/readme/`): each must show the article a Strapi publish creates.
+//!   `tests/js/readme/`): each must show the article a Strapi publish creates. Like the
+//!   dashboard test, skipped (saying why) only when no Chromium is installed.
 //! - the curl examples of the HTTP API (the JSON block as their `settings.json`).
 
 use std::collections::HashMap;
