@@ -35,7 +35,7 @@ pub(crate) fn sign(secret: &str, claims: Value) -> String {
 }
 
 /// A legacy users-permissions JWT (`{id}`), as `jwt.sign({id}, JWT_SECRET, {expiresIn:'30d'})`.
-fn user_jwt(config: &Config, id: i64) -> String {
+pub(crate) fn user_jwt(config: &Config, id: i64) -> String {
     sign(
         config.strapi.jwt_secret.expose(),
         json!({"id": id, "iat": now_secs(), "exp": now_secs() + 30 * 86400}),
@@ -70,7 +70,7 @@ async fn create_user(db: &TestDatabase, id: i32, role_type: &str, confirmed: boo
 }
 
 /// An API token to create: content-api, never expiring, no permission rows unless changed.
-struct Token<'a> {
+pub(crate) struct Token<'a> {
     id: i32,
     name: &'a str,
     token_type: &'a str,
@@ -80,7 +80,7 @@ struct Token<'a> {
     actions: &'a [&'a str],
 }
 
-fn token<'a>(id: i32, name: &'a str, token_type: &'a str) -> Token<'a> {
+pub(crate) fn token<'a>(id: i32, name: &'a str, token_type: &'a str) -> Token<'a> {
     Token {
         id,
         name,
@@ -93,7 +93,7 @@ fn token<'a>(id: i32, name: &'a str, token_type: &'a str) -> Token<'a> {
 
 /// Stores `spec` as Strapi does (access_key = HMAC-SHA512(salt, token) hex); returns the
 /// plaintext token.
-async fn create_token(db: &TestDatabase, config: &Config, spec: Token<'_>) -> String {
+pub(crate) async fn create_token(db: &TestDatabase, config: &Config, spec: Token<'_>) -> String {
     let Token {
         id,
         name,

@@ -18,7 +18,7 @@ use crate::support::{TestDatabase, Walcast, repo};
 const API_KEY: &str = "dashboard-test-api-key-0123456789";
 
 /// The Chromium binary: `WALCAST_CHROMIUM`, else the usual Debian paths.
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     let candidates = std::env::var_os("WALCAST_CHROMIUM")
         .map(PathBuf::from)
         .into_iter()
