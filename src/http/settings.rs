@@ -230,7 +230,8 @@ impl Tunable {
             },
             "redis": {
                 "enabled": config.redis.url.is_some(),
-                "url": config.redis.url.as_ref().map(|_| "<redacted>")
+                "url": config.redis.url.as_ref().map(|_| "<redacted>"),
+                "prefix": config.redis.url.as_ref().map(|_| config.redis.prefix_for(&config.replication.slot))
             },
             "namespaces": { "enabled": false, "list": {} },
             "middleware": { "enabled": false, "handlers": [] },
