@@ -420,8 +420,8 @@ fn main_doc(
     let (document_id, locale) = match local.get(&(ct.table.as_str(), id)) {
         Some((d, l)) => (Arc::clone(d), l.clone()),
         None => {
-            let row = index.main(&ct.table)?.rows.get(&id)?;
-            (Arc::clone(&row.document_id), row.locale.clone())
+            let row = index.main(&ct.table)?.get(id)?;
+            (Arc::from(row.document_id), row.locale.cloned())
         }
     };
     Some(Doc {
@@ -431,12 +431,13 @@ fn main_doc(
     })
 }
 
-fn rows_of<'a>(main: &'a MainRows, document_id: &str) -> impl Iterator<Item = (i64, &'a MainRow)> {
-    main.by_document
-        .get(document_id)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| main.rows.get(id).map(|r| (*id, r)))
+fn rows_of<'a>(main: &'a MainRows, document_id: &str) -> impl Iterator<Item = MainRow<'a>> {
+    main.rows_of(document_id)
+}
+
+/// Whether a row of the index has this locale.
+fn same_locale(row: &MainRow<'_>, locale: &Option<Arc<str>>) -> bool {
+    row.locale.map(|l| &**l) == locale.as_deref()
 }
 
 fn locales_of(index: &DocumentIndex, table: &str, document_id: &str) -> Vec<Arc<str>> {
@@ -444,12 +445,12 @@ fn locales_of(index: &DocumentIndex, table: &str, document_id: &str) -> Vec<Arc<
         return vec![];
     };
     rows_of(main, document_id)
-        .filter_map(|(_, r)| r.locale.clone())
+        .filter_map(|r| r.locale.cloned())
         .collect()
 }
 
 /// Whether a row belongs to `view` (types without D&P have one view, shown to both).
-fn in_view(ct: &ContentType, row: &MainRow, view: View) -> bool {
+fn in_view(ct: &ContentType, row: &MainRow<'_>, view: View) -> bool {
     !ct.draft_and_publish || row.published == (view == View::Published)
 }
 
@@ -457,8 +458,8 @@ fn in_view(ct: &ContentType, row: &MainRow, view: View) -> bool {
 fn view_row(index: &DocumentIndex, ct: &ContentType, doc: &Doc, view: View) -> Option<i64> {
     let main = index.main(&ct.table)?;
     rows_of(main, &doc.document_id)
-        .filter(|(_, r)| r.locale == doc.locale && in_view(ct, r, view))
-        .map(|(id, _)| id)
+        .filter(|r| same_locale(r, &doc.locale) && in_view(ct, r, view))
+        .map(|r| r.id)
         .max()
 }
 
@@ -481,8 +482,8 @@ fn digest(
     view: View,
 ) -> u64 {
     let mut h = DefaultHasher::new();
-    if let Some(main_row) = index.main(&ct.table).and_then(|m| m.rows.get(&row)) {
-        main_row.columns.hash(&mut h);
+    if let Some(main_row) = index.main(&ct.table).and_then(|m| m.get(row)) {
+        main_row.content.digest().hash(&mut h);
     }
     for attribute in &ct.attributes {
         if !populate.includes(&attribute.name) {
@@ -497,11 +498,8 @@ fn digest(
                             continue;
                         };
                         let items = links
-                            .by_owner
-                            .get(&row)
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|l| links.rows.get(l).map(|x| (x.order, *l, x.target)))
+                            .of_owner(row)
+                            .map(|(l, x)| (x.order, l, x.target))
                             .collect();
                         (&link.target_uid, ordered(items))
                     }
@@ -510,13 +508,8 @@ fn digest(
                             continue;
                         };
                         let items = links
-                            .by_target
-                            .get(&row)
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|l| {
-                                links.rows.get(l).map(|x| (x.inverse_order, *l, x.owner))
-                            })
+                            .of_target(row)
+                            .map(|(l, x)| (x.inverse_order, l, x.owner))
                             .collect();
                         (&link.owner.uid, ordered(items))
                     }
@@ -550,7 +543,7 @@ fn digest(
                         .components
                         .get(component_type)
                         .and_then(|table| index.component(table, cmp_id));
-                    content.hash(&mut h);
+                    content.map(|c| c.digest()).hash(&mut h);
                 }
             }
             AttributeKind::Media { .. } => {
@@ -573,8 +566,8 @@ fn digest(
         "localizations".hash(&mut h);
         if let Some(main) = index.main(&ct.table) {
             let locales: BTreeSet<&str> = rows_of(main, &doc.document_id)
-                .filter(|(_, r)| r.locale != doc.locale && in_view(ct, r, view))
-                .filter_map(|(_, r)| r.locale.as_deref())
+                .filter(|r| !same_locale(r, &doc.locale) && in_view(ct, r, view))
+                .filter_map(|r| r.locale.map(|l| &**l))
                 .collect();
             locales.hash(&mut h);
         }
@@ -594,8 +587,8 @@ fn related_document(
     let Some(ct) = model.content_types.by_uid.get(uid) else {
         return Some(id.to_string());
     };
-    let row = index.main(&ct.table)?.rows.get(&id)?;
-    in_view(ct, row, view).then(|| row.document_id.to_string())
+    let row = index.main(&ct.table)?.get(id)?;
+    in_view(ct, &row, view).then(|| row.document_id.to_string())
 }
 
 /// The new tuple with each unchanged-TOAST column taken from the old image (REPLICA
