@@ -302,6 +302,16 @@ pub async fn run_with_taps(
             Ok(())
         });
     }
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = crate::memory::trim_after_disconnects() => {}
+            }
+            Ok(())
+        });
+    }
 
     // Only the leader consumes the slot. A follower serves its sockets and, seeing no WAL,
     // re-reads the permission model every second so revocations still reach them.
@@ -326,6 +336,8 @@ pub async fn run_with_taps(
         let index = snapshot::load(&client, &model.catalog)
             .await
             .context("reading the document index snapshot")?;
+        // The snapshot's rows and query buffers were transient: only the index stays.
+        tokio::task::spawn_blocking(crate::memory::release_free_memory);
 
         let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let (handed_off_tx, handed_off_rx) = watch::channel(Lsn(0));
@@ -629,6 +641,7 @@ impl Pipeline {
         let mut next_sequence = 0;
         let mut schema_changed = false;
         let mut tapped = Vec::new();
+        let spilled = tx.is_spilled();
         for window in tx.batches(window_size) {
             let window = window?;
             crate::metrics::ROW_CHANGES.inc_by(window.changes.len() as u64);
@@ -695,6 +708,10 @@ impl Pipeline {
             if self.taps.transactions.is_some() {
                 tapped.push(events);
             }
+        }
+        if spilled {
+            // Its windows came and went: hand their memory back (see `crate::memory`).
+            tokio::task::spawn_blocking(crate::memory::release_free_memory);
         }
         if schema_changed {
             self.reload_schema().await;

@@ -212,6 +212,9 @@ pub fn fold_transaction(
                 other,
                 published_inserted,
             );
+            // One entry for every action of the view (create + publish share it, as the
+            // populator shares its populated entries).
+            let mut view_entry = None;
             for action in actions {
                 let entry_row = if action == Action::Delete {
                     None
@@ -219,11 +222,15 @@ pub fn fold_transaction(
                     a.map(|s| s.row)
                 };
                 let entry = entry_row.and_then(|row| {
-                    let (relation, tuple) = images.get(&(ct.table.as_str(), row))?;
-                    if tuple.contains(&Datum::UnchangedToast) {
-                        return None;
-                    }
-                    Some(Arc::new(RowImage::new(relation, tuple).entry(ct)))
+                    view_entry
+                        .get_or_insert_with(|| {
+                            let (relation, tuple) = images.get(&(ct.table.as_str(), row))?;
+                            if tuple.contains(&Datum::UnchangedToast) {
+                                return None;
+                            }
+                            Some(Arc::new(RowImage::new(relation, tuple).entry(ct)))
+                        })
+                        .clone()
                 });
                 let sequence = out.events.len() as u32;
                 out.events.push(DocumentEvent {
