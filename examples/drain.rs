@@ -97,7 +97,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut received = 0u64;
     'events: while let Some(event) = streaming.events.recv().await {
         received += 1;
-        if received % 250_000 == 0 {
+        if received.is_multiple_of(250_000) {
             support::memory(&format!("{received} events received"));
         }
         if let Some(Assembled::Transaction(tx)) = buffer.push(event)? {
@@ -105,6 +105,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 support::memory("spilled transaction committed");
             }
             let end_lsn = tx.end_lsn;
+            let spilled = tx.is_spilled();
             for (n, batch) in tx.batches(window).enumerate() {
                 let batch = batch?;
                 if n % 20 == 1 {
@@ -126,6 +127,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     support::memory("window 1 routed");
                 }
                 deliveries += routed.len() as u64;
+                drop((events, routed));
+                if spilled {
+                    // As the service does between the windows of a spilled transaction.
+                    walcast::memory::release_free_memory();
+                }
             }
             streaming.handed_off.send_replace(end_lsn);
             if end_lsn > end {

@@ -133,15 +133,24 @@ pub fn fold_transaction(
             out.unattributed += 1;
         }
     }
-    // A locale added or removed changes the other locales' `localizations`.
+    // A locale added or removed changes the other locales' `localizations`. The locales
+    // this transaction's images show, by document (in `local`'s order): one pass, not one
+    // per touched document (10,000 × 10,000 comparisons in a window of a large transaction).
+    let mut tx_locales: HashMap<&str, Vec<Arc<str>>> = HashMap::new();
+    for (d, l) in local.values() {
+        if let Some(l) = l {
+            tx_locales.entry(&**d).or_default().push(Arc::clone(l));
+        }
+    }
     for doc in touched.order.clone() {
         if let Some(ct) = model.content_types.by_uid.get(&*doc.uid)
             && ct.localized
         {
-            let from_tx = local
-                .values()
-                .filter(|(d, _)| *d == doc.document_id)
-                .filter_map(|(_, l)| l.clone());
+            let from_tx = tx_locales
+                .get(&*doc.document_id)
+                .into_iter()
+                .flatten()
+                .cloned();
             for locale in locales_of(index, &ct.table, &doc.document_id)
                 .into_iter()
                 .chain(from_tx)
