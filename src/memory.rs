@@ -28,26 +28,49 @@ pub fn release_free_memory() -> bool {
     }
 }
 
-/// Whether enough sockets left since the last trim (`high` = most connected since then) to
-/// be worth a trim: at least 256 and a tenth of them.
-pub fn sockets_left_enough(high: i64, now: i64) -> bool {
-    let left = high - now;
-    left >= 256 && left * 10 >= high
+/// When to trim as sockets come and go, looked at once a second: during a wave of
+/// disconnects (at least 64 fewer than the most since the last trim), and once more when the
+/// count has settled after one (the last sockets' memory is freed a moment after they left).
+#[derive(Debug, Default)]
+pub struct TrimPolicy {
+    /// The most sockets connected since the last trim.
+    high: i64,
+    /// The count a second ago.
+    last: i64,
+    /// A wave was trimmed; the settled count has not been yet.
+    settling: bool,
 }
 
-/// Trims once the number of connected sockets fell noticeably (see [`sockets_left_enough`]),
-/// checking every second; runs until dropped.
+impl TrimPolicy {
+    /// Whether to trim now, with `now` sockets connected.
+    pub fn tick(&mut self, now: i64) -> bool {
+        self.high = self.high.max(now);
+        let trim = if self.high - now >= 64 {
+            self.settling = true;
+            true
+        } else if self.settling && now == self.last {
+            self.settling = false;
+            true
+        } else {
+            false
+        };
+        if trim {
+            self.high = now;
+        }
+        self.last = now;
+        trim
+    }
+}
+
+/// Trims as [`TrimPolicy`] says, checking every second; runs until dropped.
 pub async fn trim_after_disconnects() {
     let mut tick = tokio::time::interval(TRIM_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut high = crate::metrics::CONNECTIONS.get();
+    let mut policy = TrimPolicy::default();
     loop {
         tick.tick().await;
-        let now = crate::metrics::CONNECTIONS.get();
-        high = high.max(now);
-        if sockets_left_enough(high, now) {
+        if policy.tick(crate::metrics::CONNECTIONS.get()) {
             tokio::task::spawn_blocking(release_free_memory);
-            high = now;
         }
     }
 }
@@ -57,12 +80,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trims_only_after_many_sockets_left() {
-        assert!(!sockets_left_enough(100, 0));
-        assert!(sockets_left_enough(15_000, 0));
-        assert!(sockets_left_enough(15_000, 13_000));
-        assert!(!sockets_left_enough(15_000, 14_000));
-        assert!(!sockets_left_enough(0, 0));
+    fn trims_during_a_wave_of_disconnects_and_once_settled() {
+        let mut policy = TrimPolicy::default();
+        let ticks: Vec<bool> = [
+            0, 5_000, 15_000, 15_000, 14_990, 9_000, 2_000, 30, 30, 30, 0,
+        ]
+        .into_iter()
+        .map(|now| policy.tick(now))
+        .collect();
+        assert_eq!(
+            ticks,
+            [
+                false, false, false, false, false, true, true, true, true, false, false
+            ]
+        );
     }
 
     #[test]
