@@ -8,7 +8,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use walcast::assemble::DocumentIndex;
-use walcast::assemble::index::{Cell, RowSource};
+use walcast::assemble::index::{Cell, Column, RowSource};
 use walcast::strapi::{StrapiModel, TableRole};
 
 mod support;
@@ -45,16 +45,33 @@ impl RowSource for Row {
             .find(|(c, _)| *c == column)
             .and_then(|(_, v)| v.as_deref())
     }
-    fn cells(&self) -> Vec<(&str, Cell<'_>)> {
+    fn cells(&self) -> Vec<Column<'_>> {
         self.0
             .iter()
             .map(|(c, v)| {
                 let cell = v
                     .as_deref()
                     .map_or(Cell::Null, |v| Cell::Value(v.as_bytes()));
-                (*c, cell)
+                Column {
+                    name: c,
+                    type_oid: type_of(c),
+                    cell,
+                }
             })
             .collect()
+    }
+}
+
+/// The column types of the fixture's tables (text, varchar, int, timestamp), as the
+/// snapshot and the WAL report them.
+fn type_of(column: &str) -> u32 {
+    match column {
+        "body" => 25,
+        "title" | "slug" | "secret_note" | "document_id" | "locale" | "component_type"
+        | "field" => 1043,
+        "created_at" | "updated_at" | "published_at" => 1114,
+        "order" | "tag_ord" => 701,
+        _ => 23,
     }
 }
 

@@ -72,6 +72,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     router.set_plans(Arc::clone(&plans));
     let mut populator = Populator::default();
 
+    support::memory("after the snapshot");
     println!("ready");
     let end: Lsn = tokio::task::spawn_blocking(|| -> anyhow::Result<Lsn> {
         let mut line = String::new();
@@ -93,20 +94,44 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let window = buffer.max_in_memory();
     let (mut rows, mut events_out, mut deliveries, mut queries) = (0u64, 0u64, 0u64, 0u64);
+    let mut received = 0u64;
     'events: while let Some(event) = streaming.events.recv().await {
+        received += 1;
+        if received.is_multiple_of(250_000) {
+            support::memory(&format!("{received} events received"));
+        }
         if let Some(Assembled::Transaction(tx)) = buffer.push(event)? {
+            if tx.is_spilled() {
+                support::memory("spilled transaction committed");
+            }
             let end_lsn = tx.end_lsn;
-            for batch in tx.batches(window) {
+            let spilled = tx.is_spilled();
+            for (n, batch) in tx.batches(window).enumerate() {
                 let batch = batch?;
+                if n % 20 == 1 {
+                    support::memory(&format!("window {n}"));
+                }
                 rows += batch.changes.len() as u64;
                 let mut events = fold_transaction(&model, &populate, &mut index, &batch);
+                if n == 1 {
+                    support::memory("window 1 folded");
+                }
                 let stats = populator
                     .run(&client, &model, &plans, &mut events)
                     .await
                     .unwrap_or_default();
                 queries += u64::from(stats.queries);
                 events_out += events.events.len() as u64;
-                deliveries += router.route(&events, &model).len() as u64;
+                let routed = router.route(&events, &model);
+                if n == 1 {
+                    support::memory("window 1 routed");
+                }
+                deliveries += routed.len() as u64;
+                drop((events, routed));
+                if spilled {
+                    // As the service does between the windows of a spilled transaction.
+                    walcast::memory::release_free_memory();
+                }
             }
             streaming.handed_off.send_replace(end_lsn);
             if end_lsn > end {
@@ -115,6 +140,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    support::memory("at the end");
     streaming.stop().await.context("replication")?;
     println!(
         "rows {rows} seconds {seconds:.3} rows_per_s {:.0} events {events_out} deliveries {deliveries} populate_queries {queries}",

@@ -32,6 +32,7 @@ pub mod demo;
 pub mod gateway;
 pub mod http;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod populate;
 pub mod preflight;

@@ -10,25 +10,36 @@ use futures_util::{StreamExt, pin_mut};
 use tokio_postgres::{SimpleQueryMessage, SimpleQueryRow};
 use tracing::info;
 
-use super::index::{Cell, DocumentIndex, RowSource};
+use super::index::{Cell, Column, DocumentIndex, RowSource};
 use crate::replication::Lsn;
 use crate::replication::slot::quote_ident;
 use crate::strapi::{Catalog, TableRole};
 
-impl RowSource for SimpleQueryRow {
+/// A snapshot row with its table's column types (by position; 0 = unknown).
+struct SnapshotRow<'a> {
+    row: &'a SimpleQueryRow,
+    types: &'a [u32],
+}
+
+impl RowSource for SnapshotRow<'_> {
     fn text(&self, column: &str) -> Option<&str> {
-        self.try_get(column).ok().flatten()
+        self.row.try_get(column).ok().flatten()
     }
-    fn cells(&self) -> Vec<(&str, Cell<'_>)> {
-        self.columns()
+    fn cells(&self) -> Vec<Column<'_>> {
+        self.row
+            .columns()
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let cell = match self.get(i) {
+                let cell = match self.row.get(i) {
                     None => Cell::Null,
                     Some(v) => Cell::Value(v.as_bytes()),
                 };
-                (c.name(), cell)
+                Column {
+                    name: c.name(),
+                    type_oid: self.types.get(i).copied().unwrap_or(0),
+                    cell,
+                }
             })
             .collect()
     }
@@ -68,12 +79,35 @@ pub async fn load(
             .collect();
         tables.sort_by_key(|(t, _)| *t);
         for (table, role) in tables {
+            // Column types, in the order of `SELECT *`.
+            let type_by_name: Vec<(String, u32)> = client
+                .query(
+                    "SELECT attname::text, atttypid FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                    &[&quote_ident(table)],
+                )
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let mut types: Option<Vec<u32>> = None;
             let sql = format!("SELECT * FROM {}", quote_ident(table));
             let stream = client.simple_query_raw(&sql).await?;
             pin_mut!(stream);
             let mut rows = 0u64;
             while let Some(message) = stream.next().await {
                 if let SimpleQueryMessage::Row(row) = message? {
+                    let types = types.get_or_insert_with(|| {
+                        row.columns()
+                            .iter()
+                            .map(|c| {
+                                type_by_name
+                                    .iter()
+                                    .find(|(n, _)| n == c.name())
+                                    .map_or(0, |(_, t)| *t)
+                            })
+                            .collect()
+                    });
+                    let row = SnapshotRow { row: &row, types };
                     match role {
                         TableRole::Link(link) => index.upsert_link(table, link, &row),
                         _ => index.upsert(table, &row),

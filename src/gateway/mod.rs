@@ -59,6 +59,7 @@ pub fn build<A: Adapter + DefinedAdapter>(
         .max_payload(max_payload)
         .ws_max_message_size(usize::try_from(max_payload).unwrap_or(usize::MAX))
         .ws_max_frame_size(usize::try_from(max_payload).unwrap_or(usize::MAX))
+        .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         .build_layer();
     let guard = crate::security::Guard::new(&config.security).with_shared(shared.clone());
     let presence = presence::Presence::new(
@@ -105,6 +106,42 @@ pub fn build<A: Adapter + DefinedAdapter>(
             crate::http::MAX_BODY_BYTES,
         ))
         .layer(layer)
+        .layer(axum::middleware::map_request(detach_request_parts))
         .layer(cors);
     (app, io, init)
+}
+
+/// Each websocket's read buffer, allocated (and zeroed) when it connects; it grows for a
+/// larger message. Clients send little (subscriptions, acks): socketioxide's 4 KiB default
+/// was an eighth of an idle socket's memory.
+const WS_READ_BUFFER_BYTES: usize = 1024;
+
+/// Copies the request's URI and header values out of hyper's read buffer. They are slices
+/// of that buffer (8 KiB or more), and socket.io keeps the handshake request's parts as long
+/// as the socket lives: without the copy every idle socket pins a whole read buffer.
+async fn detach_request_parts(mut request: axum::extract::Request) -> axum::extract::Request {
+    let headers = std::mem::take(request.headers_mut());
+    let mut copied = axum::http::HeaderMap::with_capacity(headers.len());
+    let mut name = None;
+    for (next, value) in headers {
+        // `None`: another value of the previous name.
+        if let Some(next) = next {
+            name =
+                Some(axum::http::HeaderName::from_bytes(next.as_str().as_bytes()).unwrap_or(next));
+        }
+        let Some(name) = &name else { continue };
+        let value = match axum::http::HeaderValue::from_bytes(value.as_bytes()) {
+            Ok(mut copy) => {
+                copy.set_sensitive(value.is_sensitive());
+                copy
+            }
+            Err(_) => value,
+        };
+        copied.append(name.clone(), value);
+    }
+    *request.headers_mut() = copied;
+    if let Ok(uri) = request.uri().to_string().parse() {
+        *request.uri_mut() = uri;
+    }
+    request
 }
