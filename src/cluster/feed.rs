@@ -131,11 +131,12 @@ impl DeliveryFeed {
         let mut pipe = redis::pipe();
         let mut queued = 0;
         let mut conn = self.conn.lock().await;
+        let logged_at = crate::deliver::replay::now_ms();
         for group in deliveries.chunk_by(|a, b| a.offset == b.offset) {
             let offset = group[0].offset;
             let mut records = Vec::new();
             for delivery in group {
-                segment::encode_record(&mut records, delivery, crate::deliver::replay::now_ms());
+                segment::encode_record(&mut records, delivery, logged_at);
             }
             let rooms: Vec<&Vec<String>> = group.iter().map(|d| &d.entity_rooms).collect();
             pipe.cmd("XADD")

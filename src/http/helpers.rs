@@ -89,6 +89,25 @@ struct EmitBody {
     data: Value,
 }
 
+/// Clustered: the socket `id` on whichever node holds it (every socket is in its id's room),
+/// or 404.
+async fn socket_on_any_node<A: Adapter>(
+    api: &AdminApi<A>,
+    id: &str,
+) -> Result<(Sid, socketioxide::socket::RemoteSocket<A>), ApiError> {
+    let not_found = || ApiError::NotFound("Socket not found".into());
+    let sid = Sid::from_str(id).map_err(|_| not_found())?;
+    let found = api
+        .inner
+        .io
+        .to(sid)
+        .fetch_sockets()
+        .await
+        .unwrap_or_default();
+    let socket = found.into_iter().next().ok_or_else(not_found)?;
+    Ok((sid, socket))
+}
+
 /// `emit({event, schema, data})`: `<singularName>:<event>` to the rooms whose principals may
 /// hear that action on that type, with `data` (sensitive fields removed) shaped as walcast's
 /// own content events (`events.payload`: the entry itself, or the plugin's
@@ -253,18 +272,7 @@ async fn private_message<A: Adapter>(
         }
         // Clustered: the socket may be on another node (every socket is in its id's room).
         None if api.clustered() => {
-            let sid = Sid::from_str(&body.socket_id)
-                .map_err(|_| ApiError::NotFound("Socket not found".into()))?;
-            let found = api
-                .inner
-                .io
-                .to(sid)
-                .fetch_sockets()
-                .await
-                .unwrap_or_default();
-            let Some(to) = found.into_iter().next() else {
-                return Err(ApiError::NotFound("Socket not found".into()));
-            };
+            let (_, to) = socket_on_any_node(&api, &body.socket_id).await?;
             if to.emit(&body.event, &body.data).await.is_err() {
                 crate::metrics::EMIT_ERRORS.inc();
             }
@@ -283,18 +291,7 @@ async fn broadcast<A: Adapter>(
     check_event(&body.event)?;
     if api.clustered() {
         // Every node's sockets but that one (which may be on any node).
-        let sid = Sid::from_str(&body.socket_id)
-            .map_err(|_| ApiError::NotFound("Socket not found".into()))?;
-        let found = api
-            .inner
-            .io
-            .to(sid)
-            .fetch_sockets()
-            .await
-            .unwrap_or_default();
-        if found.is_empty() {
-            return Err(ApiError::NotFound("Socket not found".into()));
-        }
+        let (sid, _) = socket_on_any_node(&api, &body.socket_id).await?;
         if let Err(e) = api.inner.io.except(sid).emit(&body.event, &body.data).await {
             crate::metrics::EMIT_ERRORS.inc();
             tracing::warn!(error = %e, "broadcast did not reach every socket of the cluster");

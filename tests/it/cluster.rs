@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::leader::readyz;
 use crate::support::{JsClient, TestDatabase, Walcast, WalcastProcess, wait_for};
 
 const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,14 +39,6 @@ async fn stream_len(prefix: &str) -> usize {
     redis::AsyncCommands::xlen(&mut conn, format!("{prefix}:deliveries"))
         .await
         .unwrap()
-}
-
-async fn readyz(walcast: &Walcast) -> String {
-    walcast
-        .http_get("/readyz")
-        .await
-        .map(|(_, body)| body)
-        .unwrap_or_default()
 }
 
 /// A node's config: the test database, its own replay directory, the cluster's Redis.
@@ -180,26 +173,13 @@ async fn a_client_on_the_follower_gets_what_the_leader_decoded() {
     db.drop_all().await;
 }
 
-/// Inserts published tags `<prefix>-<n>` for n in `from..=to`, `per_transaction` a commit.
+/// Inserts published tags (see [`crate::resume::insert_tags`]) on a connection of its own.
 async fn insert_tags(url: &str, prefix: &str, from: i32, to: i32, per_transaction: i32) {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
-    let mut start = from;
-    while start <= to {
-        let end = (start + per_transaction - 1).min(to);
-        client
-            .execute(
-                "INSERT INTO tags (document_id, name, created_at, updated_at, published_at)
-                 SELECT $1 || '-' || g, $1 || '-' || g, now(), now(), now()
-                   FROM generate_series($2::int, $3::int) g ORDER BY g",
-                &[&prefix, &start, &end],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("inserting tags {prefix}-{start}..{end}: {e}"));
-        start = end + 1;
-    }
+    crate::resume::insert_tags(&client, prefix, from, to, per_transaction).await;
 }
 
 fn is_tag(l: &Value) -> bool {
@@ -209,31 +189,34 @@ fn is_tag(l: &Value) -> bool {
 /// Names received as `tag:create`, each with every offset it came with.
 fn received(lines: &[Value]) -> HashMap<String, Vec<String>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
-    for l in lines.iter().filter(|l| is_tag(l)) {
-        out.entry(l["args"][0]["name"].as_str().unwrap_or_default().to_owned())
-            .or_default()
-            .push(l["args"][1].as_str().unwrap_or_default().to_owned());
+    for (name, offset) in crate::resume::tag_creates(lines) {
+        out.entry(name).or_default().push(offset);
     }
     out
 }
 
-/// Waits until `client` has seen a `tag:create` for every one of `want`.
-async fn until_all(client: &mut JsClient, want: usize, what: &str) -> HashMap<String, Vec<String>> {
+/// Waits for `tag:create` events on `client` until `done` holds for what it has received
+/// (from its first line on); returns that.
+async fn until(
+    client: &mut JsClient,
+    what: &str,
+    done: impl Fn(&HashMap<String, Vec<String>>) -> bool,
+) -> HashMap<String, Vec<String>> {
     let mut got = received(&client.seen);
-    while got.len() < want {
+    while !done(&got) {
         let line = client
             .next_matching(what, Duration::from_secs(120), is_tag)
             .await;
-        got.entry(
-            line["args"][0]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        )
-        .or_default()
-        .push(line["args"][1].as_str().unwrap_or_default().to_owned());
+        record(&mut got, &line);
     }
     got
+}
+
+/// Adds one received `tag:create` line to a [`received`] map.
+fn record(got: &mut HashMap<String, Vec<String>>, line: &Value) {
+    for (name, offset) in crate::resume::tag_creates(std::slice::from_ref(line)) {
+        got.entry(name).or_default().push(offset);
+    }
 }
 
 /// Issue 9 (4): `kill -9` of the leader (a separate `walcast` process) while 5,000 changes go
@@ -315,29 +298,12 @@ async fn kill_9_of_the_leader_during_5000_changes_loses_nothing() {
     writer.await.unwrap();
 
     let want: BTreeSet<String> = (1..=ROWS).map(|n| format!("k-{n}")).collect();
-    let mut after = received(&resumed.seen);
     // Everything after the offset it resumed from, plus what it saw before the kill.
-    while {
+    let after = until(&mut resumed, "tag:create after the takeover", |after| {
         let have: BTreeSet<&String> = before_kill.keys().chain(after.keys()).collect();
-        have.len() < want.len()
-    } {
-        let line = resumed
-            .next_matching(
-                "tag:create after the takeover",
-                Duration::from_secs(120),
-                is_tag,
-            )
-            .await;
-        after
-            .entry(
-                line["args"][0]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-            .or_default()
-            .push(line["args"][1].as_str().unwrap_or_default().to_owned());
-    }
+        have.len() >= want.len()
+    })
+    .await;
     let mut union: HashMap<String, Vec<String>> = before_kill.clone();
     for (name, offsets) in after {
         union.entry(name).or_default().extend(offsets);
@@ -356,11 +322,9 @@ async fn kill_9_of_the_leader_during_5000_changes_loses_nothing() {
     assert!(resumed.events_named("walcast:gap").is_empty());
 
     // The client that stayed on the follower saw every change too.
-    let stayed = until_all(
-        &mut on_follower,
-        ROWS as usize,
-        "tag:create on the follower",
-    )
+    let stayed = until(&mut on_follower, "tag:create on the follower", |got| {
+        got.len() >= ROWS as usize
+    })
     .await;
     let stayed: BTreeSet<String> = stayed.into_keys().collect();
     assert_eq!(stayed, want, "the follower's own client: none missing");

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::support::{JsClient, TestDatabase, Walcast, wait_for};
 
-async fn readyz(walcast: &Walcast) -> String {
+pub(crate) async fn readyz(walcast: &Walcast) -> String {
     walcast
         .http_get("/readyz")
         .await

@@ -17,7 +17,7 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Inserts published tags named `<prefix>-<n>` for n in `from..=to`, `per_transaction` rows per
 /// transaction (one statement each, so one commit each), in name order.
-async fn insert_tags(
+pub(crate) async fn insert_tags(
     client: &tokio_postgres::Client,
     prefix: &str,
     from: i32,
@@ -41,7 +41,7 @@ async fn insert_tags(
 }
 
 /// `tag:create` events as (name, offset), in the order the client received them.
-fn tag_creates(lines: &[Value]) -> Vec<(String, String)> {
+pub(crate) fn tag_creates(lines: &[Value]) -> Vec<(String, String)> {
     lines
         .iter()
         .filter(|l| l["type"] == "event" && l["name"] == "tag:create")
