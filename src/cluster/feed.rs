@@ -43,6 +43,8 @@ pub struct DeliveryFeed {
     cluster: Cluster,
     key: String,
     max_events: usize,
+    /// Deliveries emitted between two yields to the sockets' writers.
+    emit_batch: usize,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// The offset of the last entry this node published (or found at the top).
     previous: Mutex<Option<EventOffset>>,
@@ -103,13 +105,15 @@ fn decode_entry(entry: &StreamId) -> Result<Entry, ClusterError> {
 }
 
 impl DeliveryFeed {
-    /// The feed of `cluster`, capped at `max_events` entries.
-    pub fn new(cluster: Cluster, max_events: usize) -> Self {
+    /// The feed of `cluster`, capped at `max_events` entries; a follower emits its entries
+    /// `emit_batch` deliveries between yields (see [`crate::gateway::socketio::emit_all`]).
+    pub fn new(cluster: Cluster, max_events: usize, emit_batch: usize) -> Self {
         let key = cluster.key("deliveries");
         DeliveryFeed {
             cluster,
             key,
             max_events: max_events.max(1),
+            emit_batch,
             conn: tokio::sync::Mutex::new(None),
             previous: Mutex::new(None),
         }
@@ -344,11 +348,7 @@ impl DeliveryFeed {
         crate::metrics::CLUSTER_FOLLOWED.inc_by(fresh.len() as u64);
         let _turn = log.live_turn(&fresh).await;
         if live {
-            for delivery in &fresh {
-                crate::gateway::socketio::emit(io, delivery).await;
-                // Let the sockets' writers run (see the pipeline's emit loop).
-                tokio::task::yield_now().await;
-            }
+            crate::gateway::socketio::emit_all(io, &fresh, self.emit_batch).await;
         }
         Ok(())
     }
