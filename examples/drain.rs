@@ -26,6 +26,9 @@ use walcast::strapi::StrapiModel;
 
 mod support;
 
+// The service's allocator, so that the peak resident set is the service's.
+walcast::service_allocator!();
+
 fn config(url: &str, slot: &str, publication: &str) -> Config {
     let mut config = Config::default();
     config.database.url = Secret::new(url.to_owned());
@@ -72,6 +75,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     router.set_plans(Arc::clone(&plans));
     let mut populator = Populator::default();
 
+    // As the service does: the snapshot's rows and query buffers were transient.
+    walcast::memory::release_free_memory();
     support::memory("after the snapshot");
     println!("ready");
     let end: Lsn = tokio::task::spawn_blocking(|| -> anyhow::Result<Lsn> {

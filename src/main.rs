@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use walcast::config::Config;
 
+walcast::service_allocator!();
+
 #[derive(Parser)]
 #[command(
     name = "walcast",

@@ -52,59 +52,24 @@ impl Streaming {
 }
 
 /// With `WALCAST_BENCH_MEMORY` set, prints one line to stderr: the process's resident set
-/// now and at its peak (`/proc/self/status`), and glibc malloc's own account (`mallinfo2`):
-/// bytes in use in the arenas, in mmapped blocks, and free but kept in the arenas.
+/// now and at its peak (`/proc/self/status`).
 #[allow(dead_code)] // decode_only does not report memory
 pub fn memory(label: &str) {
     if std::env::var_os("WALCAST_BENCH_MEMORY").is_none() {
         return;
     }
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = |key: &str| -> u64 {
+    let mb = |key: &str| -> f64 {
         status
             .lines()
             .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap_or(0)
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
     };
-    let mb = |bytes: usize| bytes as f64 / 1048576.0;
-    let heap = malloc_info();
     eprintln!(
-        "memory {label}: rss {:.1} MB hwm {:.1} MB | malloc in use {:.1} MB, mmapped {:.1} MB, free in arenas {:.1} MB",
-        kb("VmRSS:") as f64 / 1024.0,
-        kb("VmHWM:") as f64 / 1024.0,
-        mb(heap.uordblks),
-        mb(heap.hblkhd),
-        mb(heap.fordblks),
+        "memory {label}: rss {:.1} MB hwm {:.1} MB",
+        mb("VmRSS:"),
+        mb("VmHWM:")
     );
-}
-
-/// glibc's `struct mallinfo2`.
-#[repr(C)]
-#[derive(Default)]
-struct MallInfo2 {
-    arena: usize,
-    ordblks: usize,
-    smblks: usize,
-    hblks: usize,
-    hblkhd: usize,
-    usmblks: usize,
-    fsmblks: usize,
-    uordblks: usize,
-    fordblks: usize,
-    keepcost: usize,
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn malloc_info() -> MallInfo2 {
-    unsafe extern "C" {
-        fn mallinfo2() -> MallInfo2;
-    }
-    // SAFETY: mallinfo2 takes no arguments and returns a plain struct (glibc ≥ 2.33).
-    unsafe { mallinfo2() }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn malloc_info() -> MallInfo2 {
-    MallInfo2::default()
 }
