@@ -12,7 +12,7 @@ use walcast::replication::{Lsn, ReplicationEvent};
 
 mod support;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, slot, publication, end] = args.as_slice() else {
