@@ -21,6 +21,8 @@ pub use tikv_jemallocator::Jemalloc;
 /// with jemalloc (same clients, same machine). Purging: background threads return freed
 /// pages after `dirty_decay_ms` (1 s here, 10 s by default), and muzzy pages at once, so the
 /// resident set follows the load down; [`release_free_memory`] does it at once after bursts.
+/// Built without "cache-oblivious" placement, which offsets every large allocation by a random
+/// part of a page: it cost ~4 KB per idle socket (35.6 → 31.6 KB measured).
 #[macro_export]
 macro_rules! service_allocator {
     () => {

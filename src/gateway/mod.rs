@@ -116,9 +116,10 @@ pub fn build<A: Adapter + DefinedAdapter>(
 /// was an eighth of an idle socket's memory.
 const WS_READ_BUFFER_BYTES: usize = 1024;
 
-/// Copies the request's URI and header values out of hyper's read buffer. They are slices
-/// of that buffer (8 KiB or more), and socket.io keeps the handshake request's parts as long
-/// as the socket lives: without the copy every idle socket pins a whole read buffer.
+/// Copies the request's URI (also the one axum filed as `OriginalUri`) and header values out
+/// of hyper's read buffer. They are slices of that buffer (8 KiB or more), and socket.io
+/// keeps the handshake request's parts, extensions included, as long as the socket lives:
+/// without the copy every idle socket pins a whole read buffer.
 async fn detach_request_parts(mut request: axum::extract::Request) -> axum::extract::Request {
     let headers = std::mem::take(request.headers_mut());
     let mut copied = axum::http::HeaderMap::with_capacity(headers.len());
@@ -142,6 +143,15 @@ async fn detach_request_parts(mut request: axum::extract::Request) -> axum::extr
     *request.headers_mut() = copied;
     if let Ok(uri) = request.uri().to_string().parse() {
         *request.uri_mut() = uri;
+    }
+    // axum's router files a clone of the URI before any layer runs: a slice of the same
+    // buffer (it alone kept a 16 KiB read buffer alive per socket, measured with jemalloc's
+    // statistics: 15,000 live 16 KiB extents for 15,000 idle sockets).
+    let original = request.extensions().get::<axum::extract::OriginalUri>();
+    if let Some(copy) = original.and_then(|o| o.0.to_string().parse().ok()) {
+        request
+            .extensions_mut()
+            .insert(axum::extract::OriginalUri(copy));
     }
     request
 }
