@@ -155,3 +155,49 @@ async fn detach_request_parts(mut request: axum::extract::Request) -> axum::extr
     }
     request
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::OriginalUri;
+    use axum::http::{HeaderValue, Uri};
+    use bytes::Bytes;
+
+    /// Whether `part` lies inside `buffer` (is a slice of it rather than a copy).
+    fn inside(buffer: &Bytes, part: &[u8]) -> bool {
+        let range = buffer.as_ptr_range();
+        range.contains(&part.as_ptr())
+    }
+
+    #[tokio::test]
+    async fn nothing_of_the_request_points_into_the_read_buffer_afterwards() {
+        // As hyper hands it over: URI and header values are slices of one read buffer, and
+        // axum's router has filed a clone of the URI as `OriginalUri`.
+        let buffer =
+            Bytes::from(b"/socket.io/?EIO=4&transport=websocket|dGhlIHNhbXBsZSBub25jZQ==".to_vec());
+        let uri = Uri::from_maybe_shared(buffer.slice(..37)).unwrap();
+        let key = HeaderValue::from_maybe_shared(buffer.slice(38..)).unwrap();
+        assert!(inside(&buffer, uri.path().as_bytes()));
+        assert!(inside(&buffer, key.as_bytes()));
+        let mut request = axum::extract::Request::new(axum::body::Body::empty());
+        *request.uri_mut() = uri.clone();
+        request.headers_mut().insert("sec-websocket-key", key);
+        request.extensions_mut().insert(OriginalUri(uri));
+
+        let request = super::detach_request_parts(request).await;
+
+        assert_eq!(
+            request.uri().to_string(),
+            "/socket.io/?EIO=4&transport=websocket"
+        );
+        assert!(!inside(&buffer, request.uri().path().as_bytes()));
+        let original = &request.extensions().get::<OriginalUri>().unwrap().0;
+        assert_eq!(
+            original.to_string(),
+            "/socket.io/?EIO=4&transport=websocket"
+        );
+        assert!(!inside(&buffer, original.path().as_bytes()));
+        let key = &request.headers()["sec-websocket-key"];
+        assert_eq!(key.as_bytes(), b"dGhlIHNhbXBsZSBub25jZQ==");
+        assert!(!inside(&buffer, key.as_bytes()));
+    }
+}
