@@ -104,7 +104,7 @@ require_authentication = true
 max_connections = 100000
 rate_limit = {{ max_events_per_second = 10, max_connections_per_ip = 100000 }}
 [delivery]
-replay_dir = "{os.environ.get('WALCAST_BENCH_REPLAY_DIR', self.dir)}/replay"
+replay_dir = "{self.dir}/replay"
 [clients]
 socket_buffer_packets = 65536
 """)
@@ -132,9 +132,9 @@ socket_buffer_packets = 65536
 class Loaders:
     """`clients` Socket.IO connections over `loaders` client processes (CLIENT: rust or node)."""
 
-    def __init__(self, port, clients, expect=0, latency=False, sample=None, loaders=LOADERS, client=CLIENT):
+    def __init__(self, port, clients, expect=0, latency=False, sample=None, loaders=LOADERS):
         self.procs = []
-        program = [os.path.join(run.RELEASE, "examples/load_client")] if client == "rust" else ["node", os.path.join(NODE_DIR, "load.mjs")]
+        program = [os.path.join(run.RELEASE, "examples/load_client")] if CLIENT == "rust" else ["node", os.path.join(NODE_DIR, "load.mjs")]
         per = [clients // loaders + (1 if i < clients % loaders else 0) for i in range(loaders)]
         for i, n in enumerate(p for p in per if p):
             args = program + ["--url", f"http://127.0.0.1:{port}",

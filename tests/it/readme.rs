@@ -243,17 +243,22 @@ async fn the_set_up_commands_run_as_written() {
     let (run, set_up): (Vec<&str>, Vec<&str>) = lines.iter().partition(|l| l.ends_with(" run"));
     assert_eq!(set_up.len(), 2, "check and setup: {lines:?}");
     assert_eq!(run.len(), 1, "run: {lines:?}");
+    // A README line as a user runs it: bash in the repository, the test database's env.
+    let run_line = |line: &str| {
+        let output = std::process::Command::new("bash")
+            .args(["-c", line])
+            .current_dir(repo())
+            .envs(env)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status, stdout)
+    };
     let mut codes = Vec::new();
     for round in 0..2 {
         for line in &set_up {
-            let output = std::process::Command::new("bash")
-                .args(["-c", line])
-                .current_dir(repo())
-                .envs(env)
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-            codes.push((round, line.to_string(), output.status.code(), stdout));
+            let (status, stdout) = run_line(line);
+            codes.push((round, line.to_string(), status.code(), stdout));
         }
     }
     // First round: check finds blockers (no publication or slot yet), setup creates them;
@@ -318,14 +323,8 @@ async fn the_set_up_commands_run_as_written() {
         readme.contains(&format!("`{teardown}`")),
         "README's teardown step"
     );
-    let output = std::process::Command::new("bash")
-        .args(["-c", teardown])
-        .current_dir(repo())
-        .envs(env)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    let (status, stdout) = run_line(teardown);
+    assert!(status.success(), "{stdout}");
     assert!(stdout.contains("walcast teardown:"), "{stdout}");
     let slots = db
         .client
